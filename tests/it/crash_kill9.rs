@@ -1,0 +1,1 @@
+//! Tests: crash_kill9 (to be written).

@@ -1,0 +1,1 @@
+//! Tests: faults (to be written).

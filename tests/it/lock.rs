@@ -1,0 +1,1 @@
+//! Tests: lock (to be written).

@@ -1,0 +1,1 @@
+//! Tests: power_model (to be written).

@@ -1,0 +1,1 @@
+//! Tests: queue (to be written).

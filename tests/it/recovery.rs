@@ -1,0 +1,1 @@
+//! Tests: recovery (to be written).

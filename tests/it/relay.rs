@@ -1,0 +1,1 @@
+//! Tests: relay (to be written).

@@ -329,7 +329,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 3000, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
     #[test]
     fn ring_matches_a_vecdeque_model(ops in proptest::collection::vec(op(), 1..120), limit in prop::option::of(8192u64..40_000)) {
         let o = opts(4096).max_capacity(limit);

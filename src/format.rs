@@ -148,7 +148,9 @@ impl Slot {
         if self.version != FORMAT_VERSION {
             return Err(SlotProblem::Version(self.version));
         }
-        let fields_ok = self.capacity >= MIN_CAPACITY
+        let fields_ok = self._pad0 == 0
+            && self._pad1 == 0
+            && self.capacity >= MIN_CAPACITY
             && self.capacity % RECORD_ALIGN as u64 == 0
             && self.head_off < self.capacity
             && self.tail_off < self.capacity

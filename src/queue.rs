@@ -475,6 +475,16 @@ where
             .unwrap_or_default()
     }
 
+    /// For a queue opened with [`QueueBuilder::in_memory`]: a snapshot of the page-cache
+    /// model (its live and durable images), to check what a crash would leave.
+    pub fn memory_snapshot(&self) -> Option<MemStorage> {
+        let ring = self.inner.lock().ok()?;
+        match ring.storage() {
+            Backing::Memory(m) => Some(m.clone()),
+            Backing::File(_) => None,
+        }
+    }
+
     /// Durable commits made so far (group commit makes this far smaller than the number of
     /// `Sync` operations).
     pub fn commit_count(&self) -> u64 {

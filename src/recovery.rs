@@ -58,6 +58,9 @@ pub(crate) struct Sound {
     pub tail: Pos,
     pub items: u64,
     pub used: usize,
+    /// Damaged records the walk stepped over between head and tail (deliveries meet them
+    /// again and must not count them twice).
+    pub skipped_in_walk: u64,
     /// The file must be extended to this length (it was truncated).
     pub extend_to: Option<usize>,
     pub report: RecoveryReport,
@@ -211,6 +214,7 @@ fn recover_with_slot(image: &[u8], slot_index: usize, slot: Slot, extend_to: Opt
             tail: head,
             items: 0,
             used: 0,
+            skipped_in_walk: 0,
             extend_to,
             report,
         };
@@ -239,6 +243,7 @@ fn recover_with_slot(image: &[u8], slot_index: usize, slot: Slot, extend_to: Opt
         tail: walk.end,
         items: walk.items,
         used: walk.used,
+        skipped_in_walk: walk.dropped,
         extend_to,
         report,
     }
@@ -330,6 +335,9 @@ pub(crate) fn walk(ring: &[u8], epoch: u64, start: Pos, committed_end: u64, seq_
                 let budget = cap - w.used;
                 let Some((next, dist)) = resync(ring, epoch, off, expected, seq_limit, budget)
                 else {
+                    // Nothing verifies after it: the rest of the committed range is lost.
+                    w.dropped += committed_end - expected;
+                    expected = committed_end;
                     break;
                 };
                 w.dropped += next.seq - expected;

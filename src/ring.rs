@@ -189,6 +189,8 @@ pub struct RingFile<S: Storage = MappedFile> {
     grow_count: u64,
     commit_count: u64,
     damaged_at_runtime: u64,
+    /// Damaged records recovery already left out of `queued`, still between head and tail.
+    known_damage: u64,
     report: RecoveryReport,
 }
 
@@ -277,6 +279,7 @@ impl<S: Storage> RingFile<S> {
             grow_count: 0,
             commit_count: 0,
             damaged_at_runtime: 0,
+            known_damage: 0,
             report: RecoveryReport::default(),
         }
     }
@@ -350,6 +353,7 @@ impl<S: Storage> RingFile<S> {
         ring.tail = sound.tail;
         ring.used = sound.used;
         ring.queued = sound.items;
+        ring.known_damage = sound.skipped_in_walk;
         ring.seq_limit = slot.seq_limit;
         ring.committed = Pos {
             off: slot.tail_off as usize,
@@ -940,13 +944,19 @@ impl<S: Storage> RingFile<S> {
             return None;
         };
         if damaged > 0 {
-            self.damaged_at_runtime += damaged;
-            self.queued = self.queued.saturating_sub(damaged);
-            log::warn!(
-                "{}: {damaged} record(s) failed their checksum and were skipped",
-                self.path_buf().display()
-            );
+            let known = damaged.min(self.known_damage);
+            self.known_damage -= known;
+            let new = damaged - known;
+            if new > 0 {
+                self.damaged_at_runtime += new;
+                self.queued = self.queued.saturating_sub(new);
+                log::warn!(
+                    "{}: {new} record(s) failed their checksum and were skipped",
+                    self.path_buf().display()
+                );
+            }
         }
+
         let mut next_off = off + frame.size;
         if next_off >= self.cap {
             next_off = 0;
@@ -957,7 +967,7 @@ impl<S: Storage> RingFile<S> {
         };
         let span = dist + frame.size;
         self.delivered_span += span;
-        self.queued -= 1;
+        self.queued = self.queued.saturating_sub(1);
         self.read = next;
         self.delivered.push_back(Delivered {
             seq: frame.seq,

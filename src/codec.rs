@@ -52,12 +52,14 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for Bincode {
 
     fn encoded_len(item: &T) -> Result<usize, String> {
         let mut size = bincode::enc::write::SizeWriter::default();
-        bincode::serde::encode_into_writer(item, &mut size, bincode_config()).map_err(|e| e.to_string())?;
+        bincode::serde::encode_into_writer(item, &mut size, bincode_config())
+            .map_err(|e| e.to_string())?;
         Ok(size.bytes_written)
     }
 
     fn encode_into(item: &T, buf: &mut [u8]) -> Result<(), String> {
-        let n = bincode::serde::encode_into_slice(item, buf, bincode_config()).map_err(|e| e.to_string())?;
+        let n = bincode::serde::encode_into_slice(item, buf, bincode_config())
+            .map_err(|e| e.to_string())?;
         if n != buf.len() {
             return Err(format!("encoded {n} bytes, sized {}", buf.len()));
         }
@@ -65,7 +67,8 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for Bincode {
     }
 
     fn decode(bytes: &[u8]) -> Result<T, String> {
-        let (item, n) = bincode::serde::decode_from_slice(bytes, bincode_config()).map_err(|e| e.to_string())?;
+        let (item, n) = bincode::serde::decode_from_slice(bytes, bincode_config())
+            .map_err(|e| e.to_string())?;
         if n != bytes.len() {
             return Err(format!("{} trailing bytes after the item", bytes.len() - n));
         }

@@ -25,7 +25,10 @@ pub enum Error {
     },
 
     /// A record larger than the queue can ever hold.
-    #[error("a record of {size} bytes is larger than the limit of {limit} bytes{}", for_path(path))]
+    #[error(
+        "a record of {size} bytes is larger than the limit of {limit} bytes{}",
+        for_path(path)
+    )]
     TooLarge {
         /// The size of the refused record, in bytes (payload).
         size: u64,

@@ -151,11 +151,11 @@ impl Slot {
         let fields_ok = self._pad0 == 0
             && self._pad1 == 0
             && self.capacity >= MIN_CAPACITY
-            && self.capacity % RECORD_ALIGN as u64 == 0
+            && self.capacity.is_multiple_of(RECORD_ALIGN as u64)
             && self.head_off < self.capacity
             && self.tail_off < self.capacity
-            && self.head_off % RECORD_ALIGN as u64 == 0
-            && self.tail_off % RECORD_ALIGN as u64 == 0
+            && self.head_off.is_multiple_of(RECORD_ALIGN as u64)
+            && self.tail_off.is_multiple_of(RECORD_ALIGN as u64)
             && self.head_seq <= self.next_seq
             && self.next_seq <= self.seq_limit
             && self.seq_limit <= MAX_SEQ;
@@ -261,7 +261,11 @@ pub fn write_header(hdr: &mut [u8], kind: u8, seq: u64, len: u32, epoch: u64, pa
 fn record_crc(hdr: &[u8], payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     // A done mark is a one-byte store over the kind: checksum it as the data it was.
-    let kind = if hdr[0] == KIND_DONE { KIND_DATA } else { hdr[0] };
+    let kind = if hdr[0] == KIND_DONE {
+        KIND_DATA
+    } else {
+        hdr[0]
+    };
     h.update(&[kind]);
     h.update(&hdr[1..12]);
     h.update(&hdr[16..24]);

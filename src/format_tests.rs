@@ -45,7 +45,14 @@ fn a_record_checks_epoch_seq_length_and_payload() {
     assert_eq!(size, 24 + 16);
     ring[24..24 + payload.len()].copy_from_slice(payload);
     let (hdr, rest) = ring.split_at_mut(24);
-    write_header(hdr, KIND_DATA, 42, payload.len() as u32, 7, &rest[..payload.len()]);
+    write_header(
+        hdr,
+        KIND_DATA,
+        42,
+        payload.len() as u32,
+        7,
+        &rest[..payload.len()],
+    );
     let f = read_frame(&ring, 0, Some(7)).unwrap();
     assert_eq!((f.kind, f.seq, f.len, f.size), (KIND_DATA, 42, 11, 40));
     assert_eq!(f.payload(&ring, 0), payload);
@@ -60,7 +67,10 @@ fn a_record_checks_epoch_seq_length_and_payload() {
     d[0] = KIND_DONE;
     assert_eq!(read_frame(&d, 0, Some(7)).unwrap().kind, KIND_DONE);
     // A length past the end of the ring.
-    assert_eq!(read_frame(&ring[..39], 0, Some(7)), Err(FrameProblem::Length));
+    assert_eq!(
+        read_frame(&ring[..39], 0, Some(7)),
+        Err(FrameProblem::Length)
+    );
     assert_eq!(read_frame(&ring, 120, Some(7)), Err(FrameProblem::NoRoom));
 }
 

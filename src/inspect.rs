@@ -110,7 +110,10 @@ pub fn inspect_bytes(bytes: Vec<u8>) -> Result<Inspection> {
 
 /// Opens a ring over a private copy of a file's bytes (recovery runs on the copy).
 pub fn open_copy(bytes: Vec<u8>) -> Result<RingFile<MemStorage>> {
-    RingFile::open_in(MemStorage::from_bytes(bytes), &RingOptions::default().create(false))
+    RingFile::open_in(
+        MemStorage::from_bytes(bytes),
+        &RingOptions::default().create(false),
+    )
 }
 
 fn slot_info(bytes: &[u8], at: usize) -> SlotInfo {

@@ -147,7 +147,9 @@ impl MappedFile {
         if rc != 0 {
             let err = io::Error::last_os_error();
             match err.raw_os_error() {
-                Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => self.extend_with_zeros(old_len, new_len)?,
+                Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => {
+                    self.extend_with_zeros(old_len, new_len)?
+                }
                 _ => return Err(err),
             }
         }
@@ -250,7 +252,10 @@ fn warn_if_fallocate_cannot_protect(file: &File, path: &Path) {
     }
     // SAFETY: `fstatfs` returned 0, so it initialised the struct (and it was zeroed before).
     let st = unsafe { st.assume_init() };
-    #[allow(clippy::unnecessary_cast, reason = "f_type's width differs by platform")]
+    #[allow(
+        clippy::unnecessary_cast,
+        reason = "f_type's width differs by platform"
+    )]
     let fs = st.f_type as i64;
     if ![EXT4_MAGIC, XFS_MAGIC, TMPFS_MAGIC].contains(&fs) {
         log::warn!(

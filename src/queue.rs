@@ -275,7 +275,13 @@ where
                     (r, item)
                 })
                 .await
-                .map_err(|e| Error::io("cannot write to", &self.inner.path, std::io::Error::other(e)))?;
+                .map_err(|e| {
+                    Error::io(
+                        "cannot write to",
+                        &self.inner.path,
+                        std::io::Error::other(e),
+                    )
+                })?;
                 item = back;
                 r
             };
@@ -330,7 +336,12 @@ where
     /// matters.
     pub async fn get(&self) -> Result<T> {
         loop {
-            let permit = self.inner.items.acquire().await.map_err(|_| self.inner.closed())?;
+            let permit = self
+                .inner
+                .items
+                .acquire()
+                .await
+                .map_err(|_| self.inner.closed())?;
             permit.forget();
             if let Some(r) = self.inner.pop::<T, C>()? {
                 self.inner.durable_ack().await?;
@@ -379,7 +390,12 @@ where
     pub async fn get_guarded_batch(&self, max: usize) -> Result<GuardBatch<T>> {
         let max = max.max(1);
         loop {
-            let permit = self.inner.items.acquire().await.map_err(|_| self.inner.closed())?;
+            let permit = self
+                .inner
+                .items
+                .acquire()
+                .await
+                .map_err(|_| self.inner.closed())?;
             permit.forget();
             let mut extra = 0;
             while extra + 1 < max {
@@ -515,7 +531,9 @@ impl<T> Guard<T> {
 
     /// The item.
     pub fn item(&self) -> &T {
-        self.item.as_ref().expect("the item is present until the guard is consumed")
+        self.item
+            .as_ref()
+            .expect("the item is present until the guard is consumed")
     }
 
     /// Removes the item for good (durably under [`Durability::Sync`]) and returns it.
@@ -524,7 +542,10 @@ impl<T> Guard<T> {
     /// The removal happens at the first poll; dropping the future afterwards only stops the
     /// wait for its commit.
     pub async fn commit(mut self) -> Result<T> {
-        let item = self.item.take().expect("the item is present until the guard is consumed");
+        let item = self
+            .item
+            .take()
+            .expect("the item is present until the guard is consumed");
         self.inner.commit_taken(&[self.seq])?;
         self.inner.durable_ack().await?;
         Ok(item)
@@ -617,7 +638,12 @@ struct Inner {
 }
 
 impl Inner {
-    fn start(ring: RingFile<Backing>, path: PathBuf, maxsize: usize, durability: Durability) -> Arc<Inner> {
+    fn start(
+        ring: RingFile<Backing>,
+        path: PathBuf,
+        maxsize: usize,
+        durability: Durability,
+    ) -> Arc<Inner> {
         let len = ring.len();
         let epoch = ring.epoch();
         let items = Semaphore::new((len as usize).min(Semaphore::MAX_PERMITS));
@@ -651,7 +677,11 @@ impl Inner {
     }
 
     fn closed(&self) -> Error {
-        Error::io("the queue is closed:", &self.path, std::io::Error::other("closed"))
+        Error::io(
+            "the queue is closed:",
+            &self.path,
+            std::io::Error::other("closed"),
+        )
     }
 
     fn lock(&self) -> Result<MappedRing<'_>> {
@@ -823,7 +853,11 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.committer.stop();
-        let handle = self.flusher.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let handle = self
+            .flusher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(h) = handle {
             if h.thread().id() != std::thread::current().id() {
                 let _ = h.join();

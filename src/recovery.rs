@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::format::{
-    self, cursor_offset, read_frame, Cursor, Frame, Slot, DATA_OFFSET, KIND_DATA, KIND_DONE, KIND_SKIP,
-    RECORD_ALIGN, SLOT_OFFSETS, SLOT_SIZE,
+    self, cursor_offset, read_frame, Cursor, Frame, Slot, DATA_OFFSET, KIND_DATA, KIND_DONE,
+    KIND_SKIP, RECORD_ALIGN, SLOT_OFFSETS, SLOT_SIZE,
 };
 
 /// What recovery did when a file was opened.
@@ -108,11 +108,7 @@ pub(crate) fn recover(image: &[u8]) -> Found {
         let fits = (DATA_OFFSET as u64)
             .checked_add(slot.capacity)
             .is_some_and(|need| need <= image.len() as u64);
-        let target = if fits {
-            &mut best
-        } else {
-            &mut best_too_long
-        };
+        let target = if fits { &mut best } else { &mut best_too_long };
         if target.is_none_or(|(_, b)| slot.generation > b.generation) {
             *target = Some((i, slot));
         }
@@ -123,7 +119,10 @@ pub(crate) fn recover(image: &[u8]) -> Found {
     if let Some((index, slot)) = best_too_long {
         // A file truncated below what its slot names: keep the intact prefix, extend back.
         let Ok(cap) = usize::try_from(slot.capacity) else {
-            return salvage(image, "the slot names a capacity this machine cannot map".into());
+            return salvage(
+                image,
+                "the slot names a capacity this machine cannot map".into(),
+            );
         };
         let len = DATA_OFFSET + cap;
         if cap > (1usize << 40) {
@@ -136,7 +135,12 @@ pub(crate) fn recover(image: &[u8]) -> Found {
     salvage(image, problems.join("; "))
 }
 
-fn recover_with_slot(image: &[u8], slot_index: usize, slot: Slot, extend_to: Option<usize>) -> Sound {
+fn recover_with_slot(
+    image: &[u8],
+    slot_index: usize,
+    slot: Slot,
+    extend_to: Option<usize>,
+) -> Sound {
     let cap = slot.capacity as usize;
     let ring = &image[DATA_OFFSET..DATA_OFFSET + cap];
     let epoch = slot.epoch;
@@ -145,9 +149,9 @@ fn recover_with_slot(image: &[u8], slot_index: usize, slot: Slot, extend_to: Opt
         ..RecoveryReport::default()
     };
     if extend_to.is_some() {
-        report
-            .notes
-            .push(format!("the file was shorter than its {cap}-byte ring and was extended back"));
+        report.notes.push(format!(
+            "the file was shorter than its {cap}-byte ring and was extended back"
+        ));
     }
 
     // The head is the furthest of the slot's head and any valid cursor cell.
@@ -161,7 +165,7 @@ fn recover_with_slot(image: &[u8], slot_index: usize, slot: Slot, extend_to: Opt
             let plausible = c.head_seq >= slot.head_seq
                 && c.head_seq <= slot.seq_limit
                 && (c.head_off as usize) < cap
-                && c.head_off % RECORD_ALIGN as u64 == 0;
+                && c.head_off.is_multiple_of(RECORD_ALIGN as u64);
             if plausible && cursor.is_none_or(|b| c.head_seq > b.head_seq) {
                 cursor = Some(c);
             }
@@ -203,9 +207,9 @@ fn recover_with_slot(image: &[u8], slot_index: usize, slot: Slot, extend_to: Opt
         let missing = committed_end.saturating_sub(floor);
         if missing > 0 {
             report.records_dropped = missing;
-            report
-                .notes
-                .push(format!("{missing} committed record(s) failed their checks and were dropped"));
+            report.notes.push(format!(
+                "{missing} committed record(s) failed their checks and were dropped"
+            ));
         }
         return Sound {
             slot,
@@ -222,9 +226,9 @@ fn recover_with_slot(image: &[u8], slot_index: usize, slot: Slot, extend_to: Opt
     if start.seq > floor && floor < committed_end {
         let lost = start.seq.min(committed_end) - floor;
         report.records_dropped += lost;
-        report
-            .notes
-            .push(format!("{lost} committed record(s) at the head failed their checks and were dropped"));
+        report.notes.push(format!(
+            "{lost} committed record(s) at the head failed their checks and were dropped"
+        ));
     }
     let walk = walk(ring, epoch, start, committed_end, seq_limit);
     report.records_kept = walk.items;
@@ -298,7 +302,13 @@ pub(crate) struct Walk {
 /// Walks consecutive records from `start`. Inside the committed range (`seq <
 /// committed_end`) a bad record is damage: step over it and go on. Past it, stop at the
 /// first record that fails.
-pub(crate) fn walk(ring: &[u8], epoch: u64, start: Pos, committed_end: u64, seq_limit: u64) -> Walk {
+pub(crate) fn walk(
+    ring: &[u8],
+    epoch: u64,
+    start: Pos,
+    committed_end: u64,
+    seq_limit: u64,
+) -> Walk {
     let cap = ring.len();
     let mut w = Walk {
         end: start,
@@ -378,7 +388,13 @@ pub(crate) fn resync(
         if size < budget {
             if let Ok(f) = read_frame(ring, next, Some(epoch)) {
                 if acceptable(&f) {
-                    return Some((Pos { off: next, seq: f.seq }, size));
+                    return Some((
+                        Pos {
+                            off: next,
+                            seq: f.seq,
+                        },
+                        size,
+                    ));
                 }
             }
         }
@@ -404,9 +420,9 @@ fn salvage(image: &[u8], reason: String) -> Found {
         rebuilt: true,
         ..RecoveryReport::default()
     };
-    report
-        .notes
-        .push(format!("no usable header slot ({reason}); rebuilt from the records that verify"));
+    report.notes.push(format!(
+        "no usable header slot ({reason}); rebuilt from the records that verify"
+    ));
     let ring = image.get(DATA_OFFSET..).unwrap_or(&[]);
     let ring = &ring[..ring.len() - ring.len() % RECORD_ALIGN];
     // epoch -> seq -> (payload range, removed) (the first position found for a number wins).

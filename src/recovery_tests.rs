@@ -1,5 +1,5 @@
 use super::*;
-use crate::format::{write_header, record_size, KIND_DATA, SEQ_RESERVATION};
+use crate::format::{record_size, write_header, KIND_DATA, SEQ_RESERVATION};
 
 /// A ring image (no header pages) with consecutive records from `first`, under `epoch`.
 fn ring_with(cap: usize, epoch: u64, first: u64, lens: &[usize]) -> (Vec<u8>, Vec<usize>) {
@@ -10,7 +10,14 @@ fn ring_with(cap: usize, epoch: u64, first: u64, lens: &[usize]) -> (Vec<u8>, Ve
         let size = record_size(len).unwrap();
         let payload: Vec<u8> = (0..len).map(|i| (i + k) as u8).collect();
         ring[off + 24..off + 24 + len].copy_from_slice(&payload);
-        write_header(&mut ring[off..off + 24], KIND_DATA, first + k as u64, len as u32, epoch, &payload);
+        write_header(
+            &mut ring[off..off + 24],
+            KIND_DATA,
+            first + k as u64,
+            len as u32,
+            epoch,
+            &payload,
+        );
         offs.push(off);
         off += size;
     }
@@ -38,7 +45,13 @@ fn resync_scans_past_a_destroyed_header() {
     let (mut ring, offs) = ring_with(1024, 5, 0, &[100, 8, 8]);
     ring[offs[0]..offs[0] + 24].fill(0xAB);
     let (next, dist) = resync(&ring, 5, offs[0], 0, SEQ_RESERVATION, 1024).unwrap();
-    assert_eq!(next, Pos { off: offs[1], seq: 1 });
+    assert_eq!(
+        next,
+        Pos {
+            off: offs[1],
+            seq: 1
+        }
+    );
     assert_eq!(dist, offs[1]);
 }
 
@@ -53,7 +66,9 @@ fn records_of_another_epoch_are_ignored() {
 fn an_all_zero_image_is_fresh_and_garbage_is_salvage() {
     assert!(matches!(recover(&[0u8; 20_000]), Found::Fresh));
     assert!(matches!(recover(&[]), Found::Fresh));
-    let junk: Vec<u8> = (0..20_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let junk: Vec<u8> = (0..20_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     assert!(matches!(recover(&junk), Found::Salvage(_)));
 }
 

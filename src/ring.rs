@@ -16,9 +16,9 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::format::{
-    self, read_frame, Cursor, Slot, DATA_OFFSET, FLAG_CLEAN, FORMAT_VERSION, KIND_DATA, KIND_DONE, KIND_SKIP,
-    MAX_SEQ, MIN_CAPACITY, PAGE, RECORD_ALIGN, RECORD_HEADER, SEQ_RESERVATION, SLOT_MAGIC,
-    SLOT_OFFSETS,
+    self, read_frame, Cursor, Slot, DATA_OFFSET, FLAG_CLEAN, FORMAT_VERSION, KIND_DATA, KIND_DONE,
+    KIND_SKIP, MAX_SEQ, MIN_CAPACITY, PAGE, RECORD_ALIGN, RECORD_HEADER, SEQ_RESERVATION,
+    SLOT_MAGIC, SLOT_OFFSETS,
 };
 use crate::map::MappedFile;
 use crate::recovery::{self, Found, Pos, RecoveryReport, Salvage, Sound};
@@ -331,7 +331,13 @@ impl<S: Storage> RingFile<S> {
         sound: Sound,
     ) -> Result<Self> {
         let slot = sound.slot;
-        let mut ring = Self::blank(storage, slot.epoch, slot.encoding, slot.capacity as usize, max_cap);
+        let mut ring = Self::blank(
+            storage,
+            slot.epoch,
+            slot.encoding,
+            slot.capacity as usize,
+            max_cap,
+        );
         if let Some(want) = options.encoding {
             if want != slot.encoding {
                 return Err(Error::EncodingMismatch {
@@ -519,7 +525,9 @@ impl<S: Storage> RingFile<S> {
 
     /// The largest payload one record may carry, given the byte limit.
     pub fn max_payload(&self) -> u64 {
-        let cap = self.max_cap.map_or(u32::MAX as u64 + RECORD_HEADER as u64, |m| m as u64);
+        let cap = self
+            .max_cap
+            .map_or(u32::MAX as u64 + RECORD_HEADER as u64, |m| m as u64);
         format::max_payload(cap)
     }
 
@@ -652,7 +660,14 @@ impl<S: Storage> RingFile<S> {
         let off = self.reserve(RECORD_HEADER)?;
         let (seq, epoch) = (self.seq_limit, self.epoch);
         let ring = &mut self.storage.bytes_mut()[DATA_OFFSET..];
-        format::write_header(&mut ring[off..off + RECORD_HEADER], KIND_SKIP, seq, 0, epoch, &[]);
+        format::write_header(
+            &mut ring[off..off + RECORD_HEADER],
+            KIND_SKIP,
+            seq,
+            0,
+            epoch,
+            &[],
+        );
         self.advance_tail(off, RECORD_HEADER, seq);
         self.jump_pending = false;
         Ok(())
@@ -792,7 +807,9 @@ impl<S: Storage> RingFile<S> {
                 off = 0;
             }
             match read_frame(ring, off, Some(self.epoch)) {
-                Ok(f) if f.kind == KIND_DATA && f.seq == expected => return Some((off, f, dist, damaged)),
+                Ok(f) if f.kind == KIND_DATA && f.seq == expected => {
+                    return Some((off, f, dist, damaged))
+                }
                 Ok(f) if f.kind == KIND_DONE && f.seq == expected => {
                     // Removed out of order before a reopen: step over it.
                     expected += 1;
@@ -851,9 +868,10 @@ impl<S: Storage> RingFile<S> {
     /// [`RingFile::commit_taken`], and [`RingFile::release`] (or a crash) delivers it again,
     /// first in line.
     pub fn take(&mut self) -> Result<Option<Taken>> {
-        Ok(self
-            .deliver(State::Taken)
-            .map(|(off, frame)| Taken { seq: frame.seq, off }))
+        Ok(self.deliver(State::Taken).map(|(off, frame)| Taken {
+            seq: frame.seq,
+            off,
+        }))
     }
 
     /// The payload of an item handed out by [`RingFile::take`], straight from the map.
@@ -1170,7 +1188,9 @@ impl<S: Storage> RingFile<S> {
     }
 
     /// A handle that flushes ranges while this ring keeps working, if the storage has one.
-    pub(crate) fn concurrent_flusher(&self) -> Option<std::sync::Arc<dyn crate::storage::ConcurrentFlush>> {
+    pub(crate) fn concurrent_flusher(
+        &self,
+    ) -> Option<std::sync::Arc<dyn crate::storage::ConcurrentFlush>> {
         self.storage.concurrent_flusher()
     }
 
@@ -1298,7 +1318,10 @@ fn backup(path: &Path, bytes: &[u8]) -> Result<std::path::PathBuf> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     for n in 0u32.. {
         let candidate = if n == 0 {
             path.with_file_name(format!("{name}.{stamp}.bak"))

@@ -65,14 +65,21 @@ fn exactly_full_ring_then_wrap() {
         r.push(&item(i, 1000)).unwrap();
     }
     assert_eq!(r.bytes_used(), 4096);
-    assert_eq!(r.capacity(), 4096, "an exactly fitting fourth record must not grow");
+    assert_eq!(
+        r.capacity(),
+        4096,
+        "an exactly fitting fourth record must not grow"
+    );
     // head == tail offsets while full
     assert_eq!(r.head.off, r.tail.off);
     assert_eq!(r.pop().unwrap().unwrap(), item(0, 1000));
     r.push(&item(4, 1000)).unwrap(); // record needing exactly the free bytes
     assert_eq!(r.capacity(), 4096);
     let mut r = reopen(r, 4096);
-    assert_eq!(drain(&mut r), (1..5).map(|i| item(i, 1000)).collect::<Vec<_>>());
+    assert_eq!(
+        drain(&mut r),
+        (1..5).map(|i| item(i, 1000)).collect::<Vec<_>>()
+    );
     // head == tail when empty
     assert_eq!(r.head.off, r.tail.off);
 }
@@ -246,7 +253,10 @@ fn sequence_numbers_never_repeat_across_unclean_reopen() {
     let s2 = r.push(b"c").unwrap();
     assert!(s2 > s1);
     let mut r = reopen(r, 4096);
-    assert_eq!(drain(&mut r), vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    assert_eq!(
+        drain(&mut r),
+        vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+    );
     // A clean close continues the numbering without a jump.
     let s3 = r.push(b"d").unwrap();
     let storage = r.close().unwrap();

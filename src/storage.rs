@@ -133,8 +133,16 @@ impl MemStorage {
         let mut image = self.durable.clone();
         let dirty = self.dirty_units(unit);
         let n = dirty.len();
-        let prefix = if n == 0 { 0 } else { (rng.next() % (n as u64 + 1)) as usize };
-        let torn_one = if n == 0 { 0 } else { (rng.next() % n as u64) as usize };
+        let prefix = if n == 0 {
+            0
+        } else {
+            (rng.next() % (n as u64 + 1)) as usize
+        };
+        let torn_one = if n == 0 {
+            0
+        } else {
+            (rng.next() % n as u64) as usize
+        };
         for (i, &start) in dirty.iter().enumerate() {
             let end = (start + unit).min(self.live.len());
             let fate = match tear {

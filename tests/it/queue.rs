@@ -280,7 +280,9 @@ fn many_producers_and_consumers_on_a_multi_thread_runtime() {
                 let q = q.clone();
                 tokio::spawn(async move {
                     let mut got = Vec::new();
-                    while let Ok(Ok(v)) = tokio::time::timeout(Duration::from_millis(500), q.get()).await {
+                    while let Ok(Ok(v)) =
+                        tokio::time::timeout(Duration::from_millis(500), q.get()).await
+                    {
                         got.push(v);
                     }
                     got
@@ -305,7 +307,11 @@ fn many_producers_and_consumers_on_a_multi_thread_runtime() {
         for p in 0..4 {
             let mut v = all.remove(&p).unwrap_or_default();
             v.sort();
-            assert_eq!(v, (0..per).collect::<Vec<_>>(), "producer {p}: lost or duplicated");
+            assert_eq!(
+                v,
+                (0..per).collect::<Vec<_>>(),
+                "producer {p}: lost or duplicated"
+            );
         }
     });
 }
@@ -313,11 +319,17 @@ fn many_producers_and_consumers_on_a_multi_thread_runtime() {
 #[test]
 fn a_handle_works_from_another_threads_runtime() {
     let dir = tempfile::tempdir().unwrap();
-    let rt1 = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt1 = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let q: Queue<String> = rt1.block_on(Queue::create(path(&dir), 0)).unwrap();
     let q2 = q.clone();
     let t = std::thread::spawn(move || {
-        let rt2 = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt2 = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt2.block_on(async move { q2.get().await.unwrap() })
     });
     std::thread::sleep(Duration::from_millis(50));
@@ -327,7 +339,11 @@ fn a_handle_works_from_another_threads_runtime() {
 
 #[tokio::test]
 async fn guarded_get_survives_a_simulated_consumer_crash() {
-    let q: Queue<u32> = Queue::builder("mem").in_memory(MemStorage::new()).open().await.unwrap();
+    let q: Queue<u32> = Queue::builder("mem")
+        .in_memory(MemStorage::new())
+        .open()
+        .await
+        .unwrap();
     for i in 0..4 {
         q.put(i).await.unwrap();
     }
@@ -338,7 +354,11 @@ async fn guarded_get_survives_a_simulated_consumer_crash() {
     assert_eq!(q.get().await.unwrap(), 1);
     // The consumer "crashes" holding the guard: what kill -9 leaves is the live image.
     let image = q.memory_snapshot().unwrap().live().to_vec();
-    let q: Queue<u32> = Queue::builder("mem").in_memory(MemStorage::from_bytes(image)).open().await.unwrap();
+    let q: Queue<u32> = Queue::builder("mem")
+        .in_memory(MemStorage::from_bytes(image))
+        .open()
+        .await
+        .unwrap();
     // The uncommitted item comes back first, with the same sequence number and epoch; the
     // plain get of 1 is not delivered again.
     let g = q.get_guarded().await.unwrap();
@@ -366,7 +386,11 @@ async fn guarded_batch_commits_all_at_once() {
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1));
     drop(batch);
     let batch = q.get_guarded_batch(100).await.unwrap();
-    assert_eq!(batch.len(), 10, "the released batch comes back first, then the rest");
+    assert_eq!(
+        batch.len(),
+        10,
+        "the released batch comes back first, then the rest"
+    );
     batch.commit().await.unwrap();
     assert!(q.empty());
 }
@@ -464,7 +488,11 @@ async fn sync_put_is_on_disk_when_it_returns() {
     q.put(41).await.unwrap();
     q.put(42).await.unwrap();
     assert_eq!(q.get().await.unwrap(), 41);
-    let durable = q.memory_snapshot().expect("in-memory queue").durable().to_vec();
+    let durable = q
+        .memory_snapshot()
+        .expect("in-memory queue")
+        .durable()
+        .to_vec();
     let q2: Queue<u32> = Queue::builder("mem2")
         .in_memory(MemStorage::from_bytes(durable))
         .open()
@@ -492,7 +520,10 @@ async fn a_failed_flush_fails_its_waiters_and_poisons_the_handle() {
             Ok(()) => acknowledged.push(i),
             Err(e) => {
                 failed = Some(i);
-                assert!(matches!(e, Error::Io { .. } | Error::Poisoned { .. }), "{e}");
+                assert!(
+                    matches!(e, Error::Io { .. } | Error::Poisoned { .. }),
+                    "{e}"
+                );
                 break;
             }
         }
@@ -512,5 +543,8 @@ async fn a_failed_flush_fails_its_waiters_and_poisons_the_handle() {
     while let Ok(v) = q2.get_nowait() {
         back.push(v);
     }
-    assert!(back.starts_with(&acknowledged), "{back:?} lacks {acknowledged:?} (failed at {failed})");
+    assert!(
+        back.starts_with(&acknowledged),
+        "{back:?} lacks {acknowledged:?} (failed at {failed})"
+    );
 }

@@ -92,7 +92,10 @@ fn byte_flips_inside_the_committed_range_lose_only_the_damaged_record() {
                 "flip at record {k} (+{delta}): got {got:?}"
             );
             if got.len() as u64 == n - 6 {
-                assert_eq!(report.records_dropped, 1, "flip at record {k} (+{delta}): the loss is counted: {report:?}");
+                assert_eq!(
+                    report.records_dropped, 1,
+                    "flip at record {k} (+{delta}): the loss is counted: {report:?}"
+                );
             }
         }
     }
@@ -118,7 +121,10 @@ fn random_flips_never_invent_or_reorder() {
         };
         let got = drain_indices(&mut r);
         assert!(got.windows(2).all(|w| w[0] < w[1]), "reordered: {got:?}");
-        assert!(got.iter().all(|&i| (10..80).contains(&i)), "invented or resurrected: {got:?}");
+        assert!(
+            got.iter().all(|&i| (10..80).contains(&i)),
+            "invented or resurrected: {got:?}"
+        );
         // And the queue works afterwards.
         r.push(b"after").unwrap();
         assert_eq!(r.pop().unwrap().unwrap(), b"after");
@@ -129,7 +135,11 @@ fn random_flips_never_invent_or_reorder() {
 fn stale_records_from_an_earlier_lap_are_never_returned() {
     // Fill and drain several laps of a small ring, so the space behind the tail holds
     // older records with valid CRCs.
-    let mut r = RingFile::create_in(MemStorage::new(), &RingOptions::default().initial_capacity(4096)).unwrap();
+    let mut r = RingFile::create_in(
+        MemStorage::new(),
+        &RingOptions::default().initial_capacity(4096),
+    )
+    .unwrap();
     let mut next = 0u64;
     for _ in 0..20 {
         for _ in 0..10 {
@@ -169,10 +179,17 @@ fn a_zeroed_unsynced_tail_keeps_the_gap_free_prefix() {
     image[cut..].fill(0);
     let mut r = open_image(image);
     assert_eq!(drain_indices(&mut r), (0..15).collect::<Vec<_>>());
-    assert_eq!(r.recovery_report().records_dropped, 0, "past the committed range a loss is not damage");
+    assert_eq!(
+        r.recovery_report().records_dropped,
+        0,
+        "past the committed range a loss is not damage"
+    );
     // New pushes get numbers above everything that could have been handed out.
     let seq = r.push(b"new").unwrap();
-    assert!(seq >= 20, "sequence {seq} may repeat one handed out before the crash");
+    assert!(
+        seq >= 20,
+        "sequence {seq} may repeat one handed out before the crash"
+    );
 }
 
 #[test]
@@ -180,16 +197,31 @@ fn truncation_at_many_lengths_keeps_the_intact_prefix() {
     let image = synced_image(40, 0);
     let records = record_offsets(&image);
     let end_of = |k: usize| records.get(k + 1).map_or(image.len(), |r| r.0);
-    for cut in (0..image.len()).step_by(97).chain([DATA_OFFSET, SLOT1_OFFSET, 1, 8191]) {
+    for cut in (0..image.len())
+        .step_by(97)
+        .chain([DATA_OFFSET, SLOT1_OFFSET, 1, 8191])
+    {
         let truncated = image[..cut].to_vec();
         let mut r = RingFile::open_in(MemStorage::from_bytes(truncated), &opts())
             .unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
         let got = drain_indices(&mut r);
         if cut > DATA_OFFSET {
             // Every record wholly before the cut survives.
-            let whole = records.iter().enumerate().filter(|(k, _)| end_of(*k) <= cut).count();
-            assert!(got.len() >= whole, "cut at {cut}: kept {} of {whole}", got.len());
-            assert_eq!(got, (0..got.len() as u64).collect::<Vec<_>>(), "cut at {cut}");
+            let whole = records
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| end_of(*k) <= cut)
+                .count();
+            assert!(
+                got.len() >= whole,
+                "cut at {cut}: kept {} of {whole}",
+                got.len()
+            );
+            assert_eq!(
+                got,
+                (0..got.len() as u64).collect::<Vec<_>>(),
+                "cut at {cut}"
+            );
             assert!(r.recovery_report().truncated);
         }
         assert!(r.storage().live().len() >= DATA_OFFSET + 4096);
@@ -217,15 +249,29 @@ fn both_slots_destroyed_salvages_the_records_and_warns_of_redelivery() {
     let report = r.recovery_report().clone();
     assert!(report.rebuilt && report.redelivery_possible, "{report:?}");
     let backup = report.backup_path.clone().expect("a backup");
-    assert!(backup.file_name().unwrap().to_string_lossy().starts_with("q."));
-    assert_eq!(std::fs::read(&backup).unwrap(), bytes, "the backup is the damaged file as found");
+    assert!(backup
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with("q."));
+    assert_eq!(
+        std::fs::read(&backup).unwrap(),
+        bytes,
+        "the backup is the damaged file as found"
+    );
     assert_ne!(bytes, original);
-    let got: Vec<u64> = std::iter::from_fn(|| r.pop().unwrap()).map(|p| index_of(&p)).collect();
+    let got: Vec<u64> = std::iter::from_fn(|| r.pop().unwrap())
+        .map(|p| index_of(&p))
+        .collect();
     assert_eq!(got, (0..30).collect::<Vec<_>>());
     drop(r);
     // Recovery is idempotent: opening again reports nothing new.
     let r = RingFile::open(&path, &opts()).unwrap();
-    assert!(!r.recovery_report().anything_happened(), "{:?}", r.recovery_report());
+    assert!(
+        !r.recovery_report().anything_happened(),
+        "{:?}",
+        r.recovery_report()
+    );
     assert!(backups(dir.path()).len() == 1);
 }
 
@@ -258,7 +304,11 @@ fn a_second_salvage_never_overwrites_an_older_backup() {
 #[test]
 fn missing_empty_and_all_zero_files_are_new_queues_without_backup() {
     let dir = tempfile::tempdir().unwrap();
-    for (name, content) in [("missing", None), ("empty", Some(vec![])), ("zeros", Some(vec![0u8; 20_000]))] {
+    for (name, content) in [
+        ("missing", None),
+        ("empty", Some(vec![])),
+        ("zeros", Some(vec![0u8; 20_000])),
+    ] {
         let path = dir.path().join(name);
         if let Some(c) = content {
             std::fs::write(&path, c).unwrap();
@@ -277,7 +327,9 @@ fn garbage_files_of_any_length_open_without_panic() {
     for len in [1usize, 7, 100, 4095, 4096, 8191, 8192, 8200, 12288, 50_000] {
         let bytes: Vec<u8> = (0..len)
             .map(|_| {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 (seed >> 33) as u8
             })
             .collect();
@@ -306,9 +358,14 @@ fn a_slot_claiming_more_than_the_file_is_not_trusted_over_a_sound_one() {
 
 #[test]
 fn the_wrong_encoding_is_a_clear_error() {
-    let mut r = RingFile::create_in(MemStorage::new(), &RingOptions::default().encoding(Some(1))).unwrap();
+    let mut r =
+        RingFile::create_in(MemStorage::new(), &RingOptions::default().encoding(Some(1))).unwrap();
     r.push(b"x").unwrap();
     let image = r.into_storage().live().to_vec();
-    let err = RingFile::open_in(MemStorage::from_bytes(image), &RingOptions::default().encoding(Some(2))).unwrap_err();
+    let err = RingFile::open_in(
+        MemStorage::from_bytes(image),
+        &RingOptions::default().encoding(Some(2)),
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::EncodingMismatch { .. }), "{err}");
 }

@@ -336,13 +336,7 @@ where
     /// matters.
     pub async fn get(&self) -> Result<T> {
         loop {
-            let permit = self
-                .inner
-                .items
-                .acquire()
-                .await
-                .map_err(|_| self.inner.closed())?;
-            permit.forget();
+            self.inner.take_item_permit().await?;
             if let Some(r) = self.inner.pop::<T, C>()? {
                 self.inner.durable_ack().await?;
                 return r;
@@ -390,13 +384,7 @@ where
     pub async fn get_guarded_batch(&self, max: usize) -> Result<GuardBatch<T>> {
         let max = max.max(1);
         loop {
-            let permit = self
-                .inner
-                .items
-                .acquire()
-                .await
-                .map_err(|_| self.inner.closed())?;
-            permit.forget();
+            self.inner.take_item_permit().await?;
             let mut extra = 0;
             while extra + 1 < max {
                 match self.inner.items.try_acquire() {
@@ -674,6 +662,14 @@ impl Inner {
             .ok();
         *inner.flusher.lock().unwrap_or_else(|p| p.into_inner()) = handle;
         inner
+    }
+
+    /// Waits, cancel-safely and in arrival order, for an item to become available and claims
+    /// it (the caller then takes it from the ring without awaiting).
+    async fn take_item_permit(&self) -> Result<()> {
+        let permit = self.items.acquire().await.map_err(|_| self.closed())?;
+        permit.forget();
+        Ok(())
     }
 
     fn closed(&self) -> Error {

@@ -331,15 +331,23 @@ where
     ///
     /// # Cancel safety
     /// Dropped while waiting for an item, it takes nothing, and a wake-up it received passes
-    /// to the next getter. Under [`Durability::Sync`], a get dropped while waiting for its
-    /// removal to commit has already taken its item: use [`Queue::get_guarded`] where that
-    /// matters.
+    /// to the next getter. Under [`Durability::Sync`], a get dropped while its removal is
+    /// being committed gives the item back, first in line.
     pub async fn get(&self) -> Result<T> {
         loop {
             self.inner.take_item_permit().await?;
-            if let Some(r) = self.inner.pop::<T, C>()? {
-                self.inner.durable_ack().await?;
-                return r;
+            if self.inner.durability != Durability::Sync {
+                if let Some(r) = self.inner.pop::<T, C>()? {
+                    return r;
+                }
+                continue;
+            }
+            // Sync: hold the item while its removal commits, so a cancelled get gives it back.
+            let mut batch = self.inner.take_batch::<T, C>(1)?;
+            if let Some((seq, item)) = batch.items.pop() {
+                batch.settled = true;
+                Inner::remove(&self.inner, vec![seq]).await?;
+                return Ok(item);
             }
         }
     }
@@ -527,15 +535,14 @@ impl<T> Guard<T> {
     /// Removes the item for good (durably under [`Durability::Sync`]) and returns it.
     ///
     /// # Cancel safety
-    /// The removal happens at the first poll; dropping the future afterwards only stops the
-    /// wait for its commit.
+    /// Under [`Durability::Sync`], dropped before its commit is on disk, the item is given
+    /// back, first in line (as a dropped guard would be). Otherwise it completes at once.
     pub async fn commit(mut self) -> Result<T> {
         let item = self
             .item
             .take()
             .expect("the item is present until the guard is consumed");
-        self.inner.commit_taken(&[self.seq])?;
-        self.inner.durable_ack().await?;
+        Inner::remove(&self.inner, vec![self.seq]).await?;
         Ok(item)
     }
 }
@@ -587,13 +594,12 @@ impl<T> GuardBatch<T> {
     /// Removes every item of the batch for good (durably under [`Durability::Sync`]).
     ///
     /// # Cancel safety
-    /// The removal happens at the first poll; dropping the future afterwards only stops the
-    /// wait for its commit.
+    /// Under [`Durability::Sync`], dropped before its commit is on disk, the items are given
+    /// back, first in line. Otherwise it completes at once.
     pub async fn commit(mut self) -> Result<Vec<(u64, T)>> {
         let seqs: Vec<u64> = self.items.iter().map(|(s, _)| *s).collect();
         self.settled = true;
-        self.inner.commit_taken(&seqs)?;
-        self.inner.durable_ack().await?;
+        Inner::remove(&self.inner, seqs).await?;
         Ok(std::mem::take(&mut self.items))
     }
 }
@@ -780,6 +786,29 @@ impl Inner {
         }
     }
 
+    /// Removes taken items for good; under `Sync`, returns once the removal is on disk. If
+    /// this future is dropped (or the commit fails) before that, the items are given back,
+    /// first in line, and the next commit names them present again.
+    async fn remove(this: &Arc<Inner>, seqs: Vec<u64>) -> Result<()> {
+        if this.durability != Durability::Sync {
+            return this.commit_taken(&seqs);
+        }
+        {
+            let mut ring = this.lock()?;
+            for &seq in &seqs {
+                ring.begin_removal(seq)?;
+            }
+        }
+        let mut pending = PendingRemoval {
+            inner: Arc::clone(this),
+            seqs,
+            finished: false,
+        };
+        let ticket = this.committer.request();
+        this.committer.wait(ticket, &this.path).await?;
+        pending.finish()
+    }
+
     fn commit_taken(&self, seqs: &[u64]) -> Result<()> {
         let qsize = {
             let mut ring = self.lock()?;
@@ -867,6 +896,51 @@ impl Drop for Inner {
                 }
             }
         }
+    }
+}
+
+/// Removals waiting for their commit; dropped unfinished, it gives the items back.
+struct PendingRemoval {
+    inner: Arc<Inner>,
+    seqs: Vec<u64>,
+    finished: bool,
+}
+
+impl PendingRemoval {
+    fn finish(&mut self) -> Result<()> {
+        self.finished = true;
+        let qsize = {
+            let mut ring = self.inner.lock()?;
+            for &seq in &self.seqs {
+                ring.finish_removal(seq)?;
+            }
+            ring.len() as usize
+        };
+        for _ in &self.seqs {
+            self.inner.freed_one(qsize);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PendingRemoval {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let Ok(mut ring) = self.inner.lock() else {
+            return;
+        };
+        let mut given_back = 0;
+        for &seq in self.seqs.iter().rev() {
+            if ring.abort_removal(seq).is_ok() {
+                given_back += 1;
+            }
+        }
+        drop(ring);
+        self.inner.items.add_permits(given_back);
+        // A commit may already name them removed: the next one names them present again.
+        self.inner.committer.request();
     }
 }
 

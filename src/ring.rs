@@ -104,6 +104,9 @@ enum State {
     Returned,
     /// Removed; its space frees once everything before it is done too.
     Done,
+    /// Being removed durably: the next commit names it removed, but its space is kept until
+    /// the removal is finished, so an abandoned removal can still give it back.
+    Removing,
 }
 
 /// A delivered record between `head` and `read`.
@@ -626,7 +629,9 @@ impl<S: Storage> RingFile<S> {
 
     /// True when something changed since the last commit.
     pub fn needs_commit(&self) -> bool {
-        !self.dirty.is_empty() || self.committed != self.tail || self.head != self.committed_head
+        !self.dirty.is_empty()
+            || self.committed != self.tail
+            || self.durable_head() != self.committed_head
     }
 
     fn check_size(&self, len: usize) -> Result<usize> {
@@ -898,8 +903,80 @@ impl<S: Storage> RingFile<S> {
     /// pass the older one), so mark it done in place: after a crash it is not delivered again.
     fn mark_done_if_held(&mut self, seq: u64, off: usize) {
         if self.delivered.front().is_some_and(|d| d.seq <= seq) {
-            self.storage.bytes_mut()[DATA_OFFSET + off] = KIND_DONE;
+            self.set_kind(off, KIND_DONE);
         }
+    }
+
+    /// Rewrites a record's kind byte in place (the CRC treats done and data alike), and makes
+    /// the next commit flush it.
+    fn set_kind(&mut self, off: usize, kind: u8) {
+        let at = DATA_OFFSET + off;
+        self.storage.bytes_mut()[at] = kind;
+        self.mark_dirty(at..at + RECORD_ALIGN);
+    }
+
+    /// Starts removing a taken item durably: the next commit names it removed, while its
+    /// space stays reserved. Finish with [`RingFile::finish_removal`] once that commit is
+    /// on disk, or give it back with [`RingFile::abort_removal`].
+    pub fn begin_removal(&mut self, seq: u64) -> Result<()> {
+        let i = self.delivered_index(seq)?;
+        if self.delivered[i].state != State::Taken {
+            return Err(Error::NotInFlight { seq });
+        }
+        self.delivered[i].state = State::Removing;
+        // Behind an item still taken or returned, the slot's head cannot name this removal:
+        // mark the record itself.
+        let covered = self
+            .delivered
+            .iter()
+            .take(i)
+            .all(|d| matches!(d.state, State::Done | State::Removing));
+        if !covered {
+            let off = self.delivered[i].off;
+            self.set_kind(off, KIND_DONE);
+        }
+        Ok(())
+    }
+
+    /// Completes a removal begun with [`RingFile::begin_removal`]: frees its space.
+    pub fn finish_removal(&mut self, seq: u64) -> Result<()> {
+        let i = self.delivered_index(seq)?;
+        if self.delivered[i].state != State::Removing {
+            return Err(Error::NotInFlight { seq });
+        }
+        self.delivered[i].state = State::Done;
+        self.advance_head();
+        Ok(())
+    }
+
+    /// Abandons a removal begun with [`RingFile::begin_removal`]: the item is delivered again,
+    /// first in line, and the next commit names it present again.
+    pub fn abort_removal(&mut self, seq: u64) -> Result<()> {
+        let i = self.delivered_index(seq)?;
+        if self.delivered[i].state != State::Removing {
+            return Err(Error::NotInFlight { seq });
+        }
+        let off = self.delivered[i].off;
+        self.delivered[i].state = State::Returned;
+        self.returned += 1;
+        self.queued += 1;
+        if self.storage.bytes()[DATA_OFFSET + off] == KIND_DONE {
+            self.set_kind(off, KIND_DATA);
+        }
+        Ok(())
+    }
+
+    /// The head a commit may name: past every leading entry that is removed or being
+    /// removed.
+    fn durable_head(&self) -> Pos {
+        let mut head = self.head;
+        for d in &self.delivered {
+            match d.state {
+                State::Done | State::Removing => head = d.next,
+                State::Taken | State::Returned => break,
+            }
+        }
+        head
     }
 
     /// Gives a taken item back: it is delivered again before anything fresh.
@@ -923,11 +1000,14 @@ impl<S: Storage> RingFile<S> {
     }
 
     fn find_delivered(&mut self, seq: u64) -> Result<&mut Delivered> {
-        let i = self
-            .delivered
-            .binary_search_by_key(&seq, |d| d.seq)
-            .map_err(|_| Error::NotInFlight { seq })?;
+        let i = self.delivered_index(seq)?;
         Ok(&mut self.delivered[i])
+    }
+
+    fn delivered_index(&self, seq: u64) -> Result<usize> {
+        self.delivered
+            .binary_search_by_key(&seq, |d| d.seq)
+            .map_err(|_| Error::NotInFlight { seq })
     }
 
     /// Picks the next item (returned first, else fresh), marks it `state`, and returns its
@@ -1129,7 +1209,7 @@ impl<S: Storage> RingFile<S> {
         self.in_flight.clone_from(&ranges);
         Ok(CommitPlan {
             ranges,
-            head: self.head,
+            head: self.durable_head(),
             tail: self.tail,
             seq_limit,
             generation: self.generation,

@@ -548,3 +548,51 @@ async fn a_failed_flush_fails_its_waiters_and_poisons_the_handle() {
         "{back:?} lacks {acknowledged:?} (failed at {failed})"
     );
 }
+
+#[tokio::test]
+async fn a_sync_get_cancelled_during_its_commit_gives_the_item_back() {
+    let q: Queue<u32> = Queue::builder("mem")
+        .durability(Durability::Sync)
+        .in_memory(MemStorage::new())
+        .open()
+        .await
+        .unwrap();
+    q.put(1).await.unwrap();
+    q.put(2).await.unwrap();
+    let mut cancelled = 0;
+    for _ in 0..20 {
+        let mut get = tokio_test::task::spawn(q.get());
+        match get.poll() {
+            Poll::Pending => {
+                // It took item 1 and waits for the commit of its removal: cancel it.
+                drop(get);
+                cancelled += 1;
+                assert_eq!(q.qsize(), 2, "the cancelled get gave its item back");
+            }
+            Poll::Ready(v) => {
+                // The commit was already done: a completed get. Put it back for the next try.
+                assert_eq!(v.unwrap(), 1);
+                q.put(1).await.unwrap();
+                let first = q.get().await.unwrap();
+                assert_eq!(first, 2);
+                q.put(2).await.unwrap();
+                // Order is now 1, 2 again.
+            }
+        }
+    }
+    assert!(
+        cancelled > 0,
+        "no get was ever caught waiting for its commit"
+    );
+    q.sync().await.unwrap();
+    // Durably too: the item is back in the file.
+    let durable = q.memory_snapshot().unwrap().durable().to_vec();
+    let q2: Queue<u32> = Queue::builder("mem2")
+        .in_memory(MemStorage::from_bytes(durable))
+        .open()
+        .await
+        .unwrap();
+    assert_eq!(q2.qsize(), 2);
+    assert_eq!(q.get().await.unwrap(), 1);
+    assert_eq!(q.get().await.unwrap(), 2);
+}

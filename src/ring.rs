@@ -945,12 +945,14 @@ impl<S: Storage> RingFile<S> {
             return Err(Error::NotInFlight { seq });
         }
         self.delivered[i].state = State::Done;
+        let off = self.delivered[i].off;
         self.advance_head();
+        self.mark_done_if_held(seq, off);
         Ok(())
     }
 
     /// Abandons a removal begun with [`RingFile::begin_removal`]: the item is delivered again,
-    /// first in line, and the next commit names it present again.
+    /// first in line. If a commit already named it removed, this commits again at once.
     pub fn abort_removal(&mut self, seq: u64) -> Result<()> {
         let i = self.delivered_index(seq)?;
         if self.delivered[i].state != State::Removing {
@@ -962,6 +964,21 @@ impl<S: Storage> RingFile<S> {
         self.queued += 1;
         if self.storage.bytes()[DATA_OFFSET + off] == KIND_DONE {
             self.set_kind(off, KIND_DATA);
+        }
+        // Removals behind it are no longer covered by the head a slot can name: mark them.
+        let behind: Vec<usize> = self
+            .delivered
+            .iter()
+            .skip(i + 1)
+            .filter(|d| d.state == State::Removing)
+            .map(|d| d.off)
+            .collect();
+        for off in behind {
+            self.set_kind(off, KIND_DONE);
+        }
+        if self.committed_head.seq > seq {
+            // A slot already names it removed: name it present again before anything else.
+            self.commit()?;
         }
         Ok(())
     }

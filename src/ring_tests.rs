@@ -321,6 +321,9 @@ enum Op {
     Take,
     ReleaseOldest,
     CommitOldest,
+    BeginRemoval,
+    FinishRemoval,
+    AbortRemoval,
     Sync,
     Reopen,
 }
@@ -333,6 +336,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Take),
         1 => Just(Op::ReleaseOldest),
         1 => Just(Op::CommitOldest),
+        1 => Just(Op::BeginRemoval),
+        1 => Just(Op::FinishRemoval),
+        1 => Just(Op::AbortRemoval),
         1 => Just(Op::Sync),
         1 => Just(Op::Reopen),
     ]
@@ -347,6 +353,8 @@ proptest! {
         // Model: queued items (seq, bytes) in delivery order, plus taken ones.
         let mut queued: VecDeque<(u64, Vec<u8>)> = VecDeque::new();
         let mut taken: Vec<(u64, Vec<u8>)> = Vec::new();
+        // Items whose durable removal began: after a crash they may or may not come back.
+        let mut removing: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut counter = 0usize;
         for op in ops {
             match op {
@@ -388,15 +396,46 @@ proptest! {
                         r.commit_taken(w.0).unwrap();
                     }
                 }
+                Op::BeginRemoval => {
+                    if !taken.is_empty() {
+                        let w = taken.remove(0);
+                        r.begin_removal(w.0).unwrap();
+                        removing.push(w);
+                    }
+                }
+                Op::FinishRemoval => {
+                    if !removing.is_empty() {
+                        let w = removing.remove(0);
+                        r.finish_removal(w.0).unwrap();
+                    }
+                }
+                Op::AbortRemoval => {
+                    if !removing.is_empty() {
+                        let w = removing.remove(0);
+                        r.abort_removal(w.0).unwrap();
+                        let pos = queued.iter().position(|q| q.0 > w.0).unwrap_or(queued.len());
+                        queued.insert(pos, w);
+                    }
+                }
                 Op::Sync => r.sync().unwrap(),
                 Op::Reopen => {
                     let image = r.into_storage().live().to_vec();
                     r = RingFile::open_in(MemStorage::from_bytes(image), &o).unwrap();
-                    // Taken items come back, in order, first in line.
-                    let mut all: Vec<_> = taken.drain(..).chain(queued.drain(..)).collect();
-                    all.sort_by_key(|x| x.0);
-                    queued = all.into();
                     prop_assert!(!r.recovery_report().anything_happened());
+                    // Taken items come back, in order, first in line; items being removed may.
+                    let mut certain: Vec<_> = taken.drain(..).chain(queued.drain(..)).collect();
+                    certain.sort_by_key(|x| x.0);
+                    let back: Vec<(u64, Vec<u8>)> =
+                        r.records().map(|rec| (rec.seq, rec.payload.to_vec())).collect();
+                    let maybe: Vec<_> = std::mem::take(&mut removing);
+                    let mut expected_back: Vec<_> = certain
+                        .iter()
+                        .cloned()
+                        .chain(maybe.iter().filter(|m| back.contains(m)).cloned())
+                        .collect();
+                    expected_back.sort_by_key(|x| x.0);
+                    prop_assert_eq!(&back, &expected_back);
+                    queued = back.into();
                 }
             }
             prop_assert_eq!(r.len(), queued.len() as u64);
@@ -405,6 +444,10 @@ proptest! {
         let mut r = RingFile::open_in(MemStorage::from_bytes(image), &o).unwrap();
         let mut all: Vec<_> = taken.into_iter().chain(queued).collect();
         all.sort_by_key(|x| x.0);
-        prop_assert_eq!(drain(&mut r), all.into_iter().map(|x| x.1).collect::<Vec<_>>());
+        let back: Vec<(u64, Vec<u8>)> = r.records().map(|rec| (rec.seq, rec.payload.to_vec())).collect();
+        let without_maybe: Vec<_> = back.iter().filter(|b| !removing.contains(b)).cloned().collect();
+        prop_assert_eq!(without_maybe, all.clone());
+        let got = drain(&mut r);
+        prop_assert_eq!(got, back.into_iter().map(|x| x.1).collect::<Vec<_>>());
     }
 }

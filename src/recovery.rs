@@ -70,6 +70,8 @@ pub(crate) struct Sound {
 #[derive(Clone, Debug)]
 pub(crate) struct Salvage {
     pub epoch: Option<u64>,
+    /// The encoding a damaged slot still shows, when its magic survived.
+    pub encoding_hint: Option<u32>,
     pub records: Vec<(u64, std::ops::Range<usize>)>,
     pub report: RecoveryReport,
 }
@@ -444,9 +446,15 @@ fn salvage(image: &[u8], reason: String) -> Found {
         }
     }
     let total: u64 = by_epoch.values().map(|m| m.len() as u64).sum();
+    let encoding_hint = SLOT_OFFSETS.iter().find_map(|&at| {
+        let slot = Slot::decode(image.get(at..at + SLOT_SIZE)?)?;
+        (slot.magic == format::SLOT_MAGIC && slot.encoding <= crate::codec::TAG_PICKLE)
+            .then_some(slot.encoding)
+    });
     let Some((&epoch, seqs)) = by_epoch.iter().max_by_key(|(_, m)| m.len()) else {
         return Found::Salvage(Salvage {
             epoch: None,
+            encoding_hint,
             records: Vec::new(),
             report,
         });
@@ -471,6 +479,7 @@ fn salvage(image: &[u8], reason: String) -> Found {
     report.records_dropped = total - best.len() as u64;
     Found::Salvage(Salvage {
         epoch: Some(epoch),
+        encoding_hint,
         records,
         report,
     })

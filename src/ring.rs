@@ -418,7 +418,10 @@ impl<S: Storage> RingFile<S> {
                 .max(MIN_CAPACITY),
         );
         let cap = cap - cap % RECORD_ALIGN;
-        let encoding = options.encoding.unwrap_or(0);
+        let encoding = options
+            .encoding
+            .or(salvage.encoding_hint)
+            .unwrap_or(crate::codec::TAG_RAW);
         let mut ring = Self::blank(storage, epoch, encoding, cap, max_cap);
         let first = payloads.first().map_or(0, |(s, _)| *s);
         ring.head = Pos { off: 0, seq: first };

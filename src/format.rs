@@ -22,8 +22,6 @@ pub const DATA_OFFSET: usize = SLOT1_OFFSET + PAGE;
 
 /// Slot magic: `RINGQSLT` read as little-endian bytes.
 pub const SLOT_MAGIC: u64 = u64::from_le_bytes(*b"RINGQSLT");
-/// Cursor cell magic.
-pub const CURSOR_MAGIC: u32 = u32::from_le_bytes(*b"CURS");
 /// The format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 /// Slot flag: the file was closed cleanly after a durable commit.
@@ -37,8 +35,9 @@ pub const RECORD_HEADER: usize = 24;
 pub const KIND_DATA: u8 = 0xA7;
 /// Kind byte of a skip record, which covers unused bytes up to the ring's end.
 pub const KIND_SKIP: u8 = 0x5C;
-/// Kind byte of a data record removed out of order (while an older item was still taken):
-/// one byte stored over `KIND_DATA`, so the CRC treats both kinds alike.
+/// What [`read_frame`] reports for a data record removed out of order (while an older item
+/// was still taken). Never stored: such a record keeps [`KIND_DATA`] and flips its CRC by
+/// [`DONE_XOR`].
 pub const KIND_DONE: u8 = 0xA6;
 /// Sequence numbers are 56 bits wide (the top byte of the first word is the kind).
 pub const MAX_SEQ: u64 = (1 << 56) - 1;
@@ -191,37 +190,34 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    /// Encodes the cell for the file with this epoch.
+    /// Encodes the cell for the file with this epoch: `head_seq`, `head_off`, then each of
+    /// them inverted and xored with the epoch. Every pop writes one, so it is four stores and
+    /// no checksum; a torn or foreign cell fails the check words (a 2^-128 chance otherwise).
     pub fn encode(&self, epoch: u64) -> [u8; CURSOR_CELL] {
         let mut out = [0u8; CURSOR_CELL];
         out[0..8].copy_from_slice(&self.head_seq.to_le_bytes());
         out[8..16].copy_from_slice(&self.head_off.to_le_bytes());
-        out[16..20].copy_from_slice(&CURSOR_MAGIC.to_le_bytes());
-        let crc = cursor_crc(&out[..20], epoch);
-        out[20..24].copy_from_slice(&crc.to_le_bytes());
+        out[16..24].copy_from_slice(&(!self.head_seq ^ epoch).to_le_bytes());
+        out[24..32].copy_from_slice(&(!self.head_off ^ epoch).to_le_bytes());
         out
     }
 
-    /// Decodes a cell, `None` unless its magic and CRC (under this epoch) hold.
+    /// Decodes a cell, `None` unless both check words hold under this epoch.
     pub fn decode(bytes: &[u8], epoch: u64) -> Option<Cursor> {
-        let cell = bytes.get(..24)?;
-        if read_u32(cell, 16)? != CURSOR_MAGIC {
-            return None;
-        }
-        if read_u32(cell, 20)? != cursor_crc(&cell[..20], epoch) {
-            return None;
-        }
-        Some(Cursor {
-            head_seq: read_u64(cell, 0)?,
-            head_off: read_u64(cell, 8)?,
-        })
+        let cell = bytes.get(..CURSOR_CELL)?;
+        let (head_seq, head_off) = (read_u64(cell, 0)?, read_u64(cell, 8)?);
+        let sound =
+            read_u64(cell, 16)? == !head_seq ^ epoch && read_u64(cell, 24)? == !head_off ^ epoch;
+        sound.then_some(Cursor { head_seq, head_off })
     }
 }
 
-fn cursor_crc(body: &[u8], epoch: u64) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&epoch.to_le_bytes());
-    h.update(body);
+/// CRC32 (IEEE, as `crc32fast`) of `bytes`, from a hasher set up once: building a hasher
+/// probes the CPU, which costs more than checksumming a small record.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    static TEMPLATE: std::sync::OnceLock<crc32fast::Hasher> = std::sync::OnceLock::new();
+    let mut h = TEMPLATE.get_or_init(crc32fast::Hasher::new).clone();
+    h.update(bytes);
     h.finalize()
 }
 
@@ -243,34 +239,41 @@ pub fn max_payload(capacity: u64) -> u64 {
         .min(u32::MAX as u64)
 }
 
-/// Writes a record header for `payload` into `hdr` (exactly [`RECORD_HEADER`] bytes).
+/// Writes the header of the record in `rec` (header and payload, the payload already in
+/// place at [`RECORD_HEADER`]).
 ///
-/// Layout: `[0] kind`, `[1..8] seq (56 bits)`, `[8..12] len`, `[12..16] crc`,
-/// `[16..24] epoch`. The CRC covers bytes `0..12`, `16..24` and the payload (skip records
-/// cover the header only).
-pub fn write_header(hdr: &mut [u8], kind: u8, seq: u64, len: u32, epoch: u64, payload: &[u8]) {
+/// Layout: `[0..4] crc`, `[4..8] len`, `[8] kind`, `[9..16] seq (56 bits)`, `[16..24] epoch`.
+/// The CRC covers bytes `4..24` and the payload in one contiguous run (a skip record covers its
+/// header only). A record removed out of order stores its CRC xor [`DONE_XOR`]: one aligned
+/// four-byte store marks it, and the kind byte stays [`KIND_DATA`] on disk.
+pub fn write_header(rec: &mut [u8], kind: u8, seq: u64, len: u32, epoch: u64) {
     debug_assert!(seq <= MAX_SEQ);
     let tag = (seq << 8) | kind as u64;
-    hdr[0..8].copy_from_slice(&tag.to_le_bytes());
-    hdr[8..12].copy_from_slice(&len.to_le_bytes());
-    hdr[16..24].copy_from_slice(&epoch.to_le_bytes());
-    let crc = record_crc(hdr, payload);
-    hdr[12..16].copy_from_slice(&crc.to_le_bytes());
+    rec[4..8].copy_from_slice(&len.to_le_bytes());
+    rec[8..16].copy_from_slice(&tag.to_le_bytes());
+    rec[16..24].copy_from_slice(&epoch.to_le_bytes());
+    let covered = if kind == KIND_SKIP { 0 } else { len as usize };
+    let crc = crc32(&rec[4..RECORD_HEADER + covered]);
+    rec[0..4].copy_from_slice(&crc.to_le_bytes());
 }
 
-fn record_crc(hdr: &[u8], payload: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    // A done mark is a one-byte store over the kind: checksum it as the data it was.
-    let kind = if hdr[0] == KIND_DONE {
-        KIND_DATA
-    } else {
-        hdr[0]
+/// What the stored CRC of a data record is xored with once it is removed out of order.
+pub const DONE_XOR: u32 = 0xD0E5_5EED;
+
+/// Marks the data record at `off` done (or, with `done == false`, present again) in place.
+/// Returns false when no valid data record is there.
+pub fn set_done(ring: &mut [u8], off: usize, epoch: u64, done: bool) -> bool {
+    let Ok(f) = read_frame(ring, off, Some(epoch)) else {
+        return false;
     };
-    h.update(&[kind]);
-    h.update(&hdr[1..12]);
-    h.update(&hdr[16..24]);
-    h.update(payload);
-    h.finalize()
+    if f.kind == KIND_SKIP {
+        return false;
+    }
+    if (f.kind == KIND_DONE) != done {
+        let stored = read_u32(ring, off).unwrap_or(0) ^ DONE_XOR;
+        ring[off..off + 4].copy_from_slice(&stored.to_le_bytes());
+    }
+    true
 }
 
 /// A record frame found in the ring, already checked.
@@ -318,14 +321,14 @@ pub fn read_frame(ring: &[u8], off: usize, epoch: Option<u64>) -> Result<Frame, 
         .checked_add(RECORD_HEADER)
         .and_then(|end| ring.get(off..end))
         .ok_or(FrameProblem::NoRoom)?;
-    let tag = read_u64(hdr, 0).ok_or(FrameProblem::NoRoom)?;
-    let kind = (tag & 0xff) as u8;
-    if kind != KIND_DATA && kind != KIND_SKIP && kind != KIND_DONE {
+    let stored = read_u32(hdr, 0).ok_or(FrameProblem::NoRoom)?;
+    let len = read_u32(hdr, 4).ok_or(FrameProblem::NoRoom)?;
+    let tag = read_u64(hdr, 8).ok_or(FrameProblem::NoRoom)?;
+    let mut kind = (tag & 0xff) as u8;
+    if kind != KIND_DATA && kind != KIND_SKIP {
         return Err(FrameProblem::Kind);
     }
     let seq = tag >> 8;
-    let len = read_u32(hdr, 8).ok_or(FrameProblem::NoRoom)?;
-    let crc = read_u32(hdr, 12).ok_or(FrameProblem::NoRoom)?;
     let rec_epoch = read_u64(hdr, 16).ok_or(FrameProblem::NoRoom)?;
     let size = record_size(len as usize).ok_or(FrameProblem::Length)?;
     let end = off.checked_add(size).ok_or(FrameProblem::Length)?;
@@ -337,13 +340,14 @@ pub fn read_frame(ring: &[u8], off: usize, epoch: Option<u64>) -> Result<Frame, 
             return Err(FrameProblem::Epoch);
         }
     }
-    let covered: &[u8] = if kind != KIND_SKIP {
-        &ring[off + RECORD_HEADER..off + RECORD_HEADER + len as usize]
-    } else {
-        &[]
-    };
-    if record_crc(hdr, covered) != crc {
-        return Err(FrameProblem::Checksum);
+    let covered = if kind == KIND_SKIP { 0 } else { len as usize };
+    let crc = crc32(&ring[off + 4..off + RECORD_HEADER + covered]);
+    if crc != stored {
+        if kind == KIND_DATA && crc ^ DONE_XOR == stored {
+            kind = KIND_DONE;
+        } else {
+            return Err(FrameProblem::Checksum);
+        }
     }
     Ok(Frame {
         kind,
@@ -358,15 +362,15 @@ pub fn read_frame(ring: &[u8], off: usize, epoch: Option<u64>) -> Result<Frame, 
 /// header looks plausible for this epoch. Recovery uses it to step over a damaged record.
 pub fn plausible_header(ring: &[u8], off: usize, epoch: u64) -> Option<(u64, usize)> {
     let hdr = ring.get(off..off.checked_add(RECORD_HEADER)?)?;
-    let tag = read_u64(hdr, 0)?;
+    let tag = read_u64(hdr, 8)?;
     let kind = (tag & 0xff) as u8;
-    if kind != KIND_DATA && kind != KIND_SKIP && kind != KIND_DONE {
+    if kind != KIND_DATA && kind != KIND_SKIP {
         return None;
     }
     if read_u64(hdr, 16)? != epoch {
         return None;
     }
-    let size = record_size(read_u32(hdr, 8)? as usize)?;
+    let size = record_size(read_u32(hdr, 4)? as usize)?;
     (off.checked_add(size)? <= ring.len()).then_some((tag >> 8, size))
 }
 

@@ -44,15 +44,7 @@ fn a_record_checks_epoch_seq_length_and_payload() {
     let size = record_size(payload.len()).unwrap();
     assert_eq!(size, 24 + 16);
     ring[24..24 + payload.len()].copy_from_slice(payload);
-    let (hdr, rest) = ring.split_at_mut(24);
-    write_header(
-        hdr,
-        KIND_DATA,
-        42,
-        payload.len() as u32,
-        7,
-        &rest[..payload.len()],
-    );
+    write_header(&mut ring[..size], KIND_DATA, 42, payload.len() as u32, 7);
     let f = read_frame(&ring, 0, Some(7)).unwrap();
     assert_eq!((f.kind, f.seq, f.len, f.size), (KIND_DATA, 42, 11, 40));
     assert_eq!(f.payload(&ring, 0), payload);
@@ -62,10 +54,12 @@ fn a_record_checks_epoch_seq_length_and_payload() {
         d[i] ^= 0x10;
         assert!(read_frame(&d, 0, Some(7)).is_err(), "flip at {i} accepted");
     }
-    // A done mark keeps the checksum valid.
+    // A done mark keeps the record valid, and can be undone.
     let mut d = ring.clone();
-    d[0] = KIND_DONE;
+    assert!(set_done(&mut d, 0, 7, true));
     assert_eq!(read_frame(&d, 0, Some(7)).unwrap().kind, KIND_DONE);
+    assert!(set_done(&mut d, 0, 7, false));
+    assert_eq!(d, ring);
     // A length past the end of the ring.
     assert_eq!(
         read_frame(&ring[..39], 0, Some(7)),

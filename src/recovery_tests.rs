@@ -11,12 +11,11 @@ fn ring_with(cap: usize, epoch: u64, first: u64, lens: &[usize]) -> (Vec<u8>, Ve
         let payload: Vec<u8> = (0..len).map(|i| (i + k) as u8).collect();
         ring[off + 24..off + 24 + len].copy_from_slice(&payload);
         write_header(
-            &mut ring[off..off + 24],
+            &mut ring[off..off + size],
             KIND_DATA,
             first + k as u64,
             len as u32,
             epoch,
-            &payload,
         );
         offs.push(off);
         off += size;

@@ -599,12 +599,12 @@ impl<S: Storage> RingFile<S> {
         let seq = self.tail.seq;
         let epoch = self.epoch;
         let ring = &mut self.storage.bytes_mut()[DATA_OFFSET..];
-        let (hdr, rest) = ring[off..off + size].split_at_mut(RECORD_HEADER);
-        let (payload, pad) = rest.split_at_mut(len);
+        let rec = &mut ring[off..off + size];
+        let (payload, pad) = rec[RECORD_HEADER..].split_at_mut(len);
         fill(payload).map_err(Error::Encode)?;
         pad.fill(0);
         let len32 = len as u32; // checked by check_size
-        format::write_header(hdr, KIND_DATA, seq, len32, epoch, payload);
+        format::write_header(rec, KIND_DATA, seq, len32, epoch);
         self.advance_tail(off, size, seq + 1);
         self.queued += 1;
         Ok(seq)
@@ -674,7 +674,6 @@ impl<S: Storage> RingFile<S> {
             seq,
             0,
             epoch,
-            &[],
         );
         self.advance_tail(off, RECORD_HEADER, seq);
         self.jump_pending = false;
@@ -705,7 +704,6 @@ impl<S: Storage> RingFile<S> {
                         seq,
                         (skip_len - RECORD_HEADER) as u32,
                         epoch,
-                        &[],
                     );
                     self.mark_dirty(DATA_OFFSET + t..DATA_OFFSET + t + RECORD_HEADER);
                     self.used += skip_len;
@@ -862,6 +860,25 @@ impl<S: Storage> RingFile<S> {
     /// map. The removal is in the page cache when this returns (`kill -9` never delivers it
     /// again).
     pub fn pop_with<R>(&mut self, f: impl FnOnce(u64, &[u8]) -> R) -> Result<Option<R>> {
+        if self.delivered.is_empty() && self.known_damage == 0 {
+            // Fast path: nothing handed out, so the head moves with the read position.
+            if let Some((off, frame, dist, 0)) = self.next_fresh() {
+                let out = f(frame.seq, frame.payload(self.ring(), off));
+                let mut next = off + frame.size;
+                if next >= self.cap {
+                    next = 0;
+                }
+                self.read = Pos {
+                    off: next,
+                    seq: frame.seq + 1,
+                };
+                self.head = self.read;
+                self.used -= dist + frame.size;
+                self.queued = self.queued.saturating_sub(1);
+                self.write_cursor();
+                return Ok(Some(out));
+            }
+        }
         let Some((off, frame)) = self.deliver(State::Done) else {
             return Ok(None);
         };
@@ -906,16 +923,18 @@ impl<S: Storage> RingFile<S> {
     /// pass the older one), so mark it done in place: after a crash it is not delivered again.
     fn mark_done_if_held(&mut self, seq: u64, off: usize) {
         if self.delivered.front().is_some_and(|d| d.seq <= seq) {
-            self.set_kind(off, KIND_DONE);
+            self.set_done(off, true);
         }
     }
 
-    /// Rewrites a record's kind byte in place (the CRC treats done and data alike), and makes
-    /// the next commit flush it.
-    fn set_kind(&mut self, off: usize, kind: u8) {
-        let at = DATA_OFFSET + off;
-        self.storage.bytes_mut()[at] = kind;
-        self.mark_dirty(at..at + RECORD_ALIGN);
+    /// Marks a data record done (or present again) in place, and makes the next commit flush
+    /// the mark.
+    fn set_done(&mut self, off: usize, done: bool) {
+        let (epoch, cap) = (self.epoch, self.cap);
+        let ring = &mut self.storage.bytes_mut()[DATA_OFFSET..DATA_OFFSET + cap];
+        if format::set_done(ring, off, epoch, done) {
+            self.mark_dirty(DATA_OFFSET + off..DATA_OFFSET + off + RECORD_ALIGN);
+        }
     }
 
     /// Starts removing a taken item durably: the next commit names it removed, while its
@@ -936,7 +955,7 @@ impl<S: Storage> RingFile<S> {
             .all(|d| matches!(d.state, State::Done | State::Removing));
         if !covered {
             let off = self.delivered[i].off;
-            self.set_kind(off, KIND_DONE);
+            self.set_done(off, true);
         }
         Ok(())
     }
@@ -965,9 +984,7 @@ impl<S: Storage> RingFile<S> {
         self.delivered[i].state = State::Returned;
         self.returned += 1;
         self.queued += 1;
-        if self.storage.bytes()[DATA_OFFSET + off] == KIND_DONE {
-            self.set_kind(off, KIND_DATA);
-        }
+        self.set_done(off, false);
         // Removals behind it are no longer covered by the head a slot can name: mark them.
         let behind: Vec<usize> = self
             .delivered
@@ -977,7 +994,7 @@ impl<S: Storage> RingFile<S> {
             .map(|d| d.off)
             .collect();
         for off in behind {
-            self.set_kind(off, KIND_DONE);
+            self.set_done(off, true);
         }
         if self.committed_head.seq > seq {
             // A slot already names it removed: name it present again before anything else.

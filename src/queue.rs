@@ -8,6 +8,7 @@
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -412,12 +413,11 @@ where
 
     /// Marks one gotten item as processed (for [`Queue::join`]).
     pub fn task_done(&self) -> Result<()> {
-        let mut tasks = self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner());
-        if *tasks == 0 {
-            return Err(Error::TaskDoneUnderflow);
-        }
-        *tasks -= 1;
-        if *tasks == 0 {
+        let tasks = &self.inner.tasks;
+        let before = tasks
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .map_err(|_| Error::TaskDoneUnderflow)?;
+        if before == 1 {
             self.inner.all_done.notify_waiters();
         }
         Ok(())
@@ -433,7 +433,7 @@ where
             let notified = self.inner.all_done.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()) == 0 {
+            if self.inner.tasks.load(Ordering::Acquire) == 0 {
                 return;
             }
             notified.await;
@@ -623,7 +623,8 @@ struct Inner {
     room: Notify,
     maxsize: usize,
     durability: Durability,
-    tasks: Mutex<u64>,
+    /// Unfinished tasks: +1 per put (and per item found at open), -1 per `task_done`.
+    tasks: AtomicU64,
     all_done: Notify,
     committer: Arc<Committer>,
     flusher: Mutex<Option<JoinHandle<()>>>,
@@ -650,7 +651,7 @@ impl Inner {
             room: Notify::new(),
             maxsize,
             durability,
-            tasks: Mutex::new(len),
+            tasks: AtomicU64::new(len),
             all_done: Notify::new(),
             committer: Arc::clone(&committer),
             flusher: Mutex::new(None),
@@ -705,7 +706,7 @@ impl Inner {
     }
 
     fn after_put(&self) {
-        *self.tasks.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.tasks.fetch_add(1, Ordering::AcqRel);
         self.items.add_permits(1);
     }
 

@@ -193,7 +193,10 @@ fn recover_with_slot(
     let start = candidates
         .into_iter()
         .find(|p| starts_at(ring, p.off, p.seq, epoch))
-        .or_else(|| scan_for_head(ring, epoch, floor, seq_limit));
+        .or_else(|| scan_for_head(ring, epoch, floor, seq_limit))
+        // A start past the committed range must be the very next number: otherwise records
+        // nobody committed would be skipped without a trace (a gap in the unsynced tail).
+        .filter(|p| p.seq <= committed_end.max(floor));
 
     let Some(start) = start else {
         // Nothing at or after the head: an empty queue. Keep the cursor's place if any.

@@ -556,7 +556,8 @@ impl<S: Storage> RingFile<S> {
         if self.dirty.len() == self.dirty.capacity() {
             // Many wraps since the last commit: flush the whole ring instead.
             self.dirty.clear();
-            self.dirty.push(DATA_OFFSET..DATA_OFFSET + self.cap);
+            // Growth marks the copied range before `cap` names it: cover it too.
+            self.dirty.push(DATA_OFFSET..(DATA_OFFSET + self.cap).max(r.end));
             return;
         }
         self.dirty.push(r);
@@ -1242,7 +1243,9 @@ impl<S: Storage> RingFile<S> {
                 .min(MAX_SEQ)
                 .max(self.seq_limit)
         };
-        let ranges = std::mem::take(&mut self.dirty);
+        // Keep the list's capacity: an empty-capacity list makes the next `mark_dirty` fall
+        // back to flushing the whole ring.
+        let ranges = std::mem::replace(&mut self.dirty, Vec::with_capacity(8));
         self.in_flight.clone_from(&ranges);
         Ok(CommitPlan {
             ranges,

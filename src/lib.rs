@@ -57,6 +57,8 @@ pub mod inspect;
 mod map;
 mod queue;
 mod recovery;
+#[cfg(feature = "nats")]
+pub mod relay;
 mod ring;
 mod storage;
 

@@ -691,6 +691,9 @@ impl<S: Storage> RingFile<S> {
                     self.tail.off = 0;
                     self.head = self.tail;
                     self.read = self.tail;
+                    // Same sequence number, new offset: write both cells, or recovery could
+                    // keep the other one (a tie on head_seq) and start at the stale offset.
+                    self.write_cursor();
                     self.write_cursor();
                 }
             }

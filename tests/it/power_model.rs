@@ -1,1 +1,286 @@
-//! Tests: power_model (to be written).
+//! Power loss, modelled: random op sequences over the page-cache model (`MemStorage`), crashed
+//! at many points under every tear strategy at 8 B, 512 B and 4 KiB units, reopened and
+//! checked against the oracle of issue 10 (see `fuzz/model.rs`, shared with the fuzzer):
+//! - what comes back is what was pushed under that sequence number, increasing, and gap-free
+//!   except for items removed out of order and media damage the recovery report counts;
+//! - everything acknowledged before the last durable commit is there unless durably removed,
+//!   and nothing durably removed comes back;
+//! - "all kept" gives exactly the kill -9 state, "all lost" exactly the last commit's state,
+//!   with nothing counted as dropped;
+//! - a push after recovery gets a sequence number above everything acknowledged;
+//! - a second crash during the reopened ring's own writes leaves nothing worse.
+//!
+//! Cases: `RINGQ_MODEL_CASES` (default 40 sequences of 60 steps); seed: `RINGQ_MODEL_SEED`.
+
+#[path = "../../fuzz/model.rs"]
+mod model;
+
+use model::{run_scenario, Op, Rng, Stats};
+use ringq::{Durability, MemStorage, Queue, RingFile, RingOptions, Tear};
+
+const UNITS: [usize; 3] = [8, 512, 4096];
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Fixed by default so CI is reproducible; set `RINGQ_MODEL_SEED` to explore.
+fn seed() -> u64 {
+    env_u64("RINGQ_MODEL_SEED", 1)
+}
+
+fn print_stats(name: &str, seed: u64, stats: &Stats) {
+    eprintln!(
+        "{name} seed {seed}: {} scenarios, {} crash points, {} reopens checked, {} records counted dropped, \
+         {} unsynced items back after a second crash",
+        stats.scenarios, stats.crash_points, stats.reopens, stats.dropped, stats.resurrected
+    );
+    for (phase, n) in stats.per_phase() {
+        eprintln!("  phase {phase:<30} {n:>7} crash images");
+    }
+    for (tear, n) in stats.per_tear() {
+        eprintln!("  tear  {tear:<30} {n:>7} crash images");
+    }
+}
+
+/// Random sequences, crashing after a random third of the steps.
+#[test]
+fn power_cut_random_sequences() {
+    let cases = env_u64("RINGQ_MODEL_CASES", 40);
+    let base = seed();
+    let mut stats = Stats::default();
+    for case in 0..cases {
+        let s = base.wrapping_add(case.wrapping_mul(0x9E37_79B9));
+        let mut rng = Rng(s);
+        let ops = model::random_ops(&mut rng, 60);
+        let mut pick = Rng(s ^ 0xABCD);
+        let mut crash_here = |_: usize| pick.below(3) == 0;
+        if let Err(e) = run_scenario(&ops, &mut crash_here, &Tear::ALL, &UNITS, s, &mut stats) {
+            panic!("{e}\nreproduce with RINGQ_MODEL_SEED={s} RINGQ_MODEL_CASES=1\nops: {ops:?}");
+        }
+    }
+    print_stats("power model", base, &stats);
+    assert!(
+        stats.crash_points >= cases,
+        "every case crashed at least once"
+    );
+}
+
+/// The edges where ring buffers broke before (Tape, queue-file): growth while wrapped, an
+/// exactly full ring, a wrap with a skip record, then crashes at every step.
+#[test]
+fn power_cut_named_edges() {
+    let mut stats = Stats::default();
+    let cases: Vec<(&str, Vec<Op>)> = vec![
+        (
+            "grow while wrapped",
+            vec![
+                Op::Push(1000),
+                Op::Push(1000),
+                Op::Push(1000),
+                Op::Sync,
+                Op::Pop,
+                Op::Pop,
+                Op::Push(1500),
+                Op::Push(1500),
+                Op::Push(3000),
+                Op::Push(100),
+                Op::Sync,
+                Op::Push(5000),
+            ],
+        ),
+        (
+            "exactly full ring",
+            // 4096 B ring: records of 24 + 1000 B = 1024 B fill it exactly, four times.
+            vec![
+                Op::Push(1000),
+                Op::Push(1000),
+                Op::Push(1000),
+                Op::Sync,
+                Op::Push(1000),
+                Op::Pop,
+                Op::Push(1000),
+            ],
+        ),
+        (
+            "popped space reused before the next sync",
+            vec![
+                Op::Push(900),
+                Op::Push(900),
+                Op::Push(900),
+                Op::Sync,
+                Op::Pop,
+                Op::Pop,
+                Op::Pop,
+                Op::Push(1200),
+                Op::Push(1200),
+                Op::Push(1200),
+                Op::Sync,
+            ],
+        ),
+        (
+            "guarded out of order",
+            vec![
+                Op::Push(10),
+                Op::Push(20),
+                Op::Push(30),
+                Op::Sync,
+                Op::Take,
+                Op::Take,
+                Op::CommitTaken(1),
+                Op::Sync,
+                Op::Release(0),
+                Op::Pop,
+            ],
+        ),
+        (
+            "empty payloads",
+            vec![
+                Op::Push(0),
+                Op::Push(0),
+                Op::Sync,
+                Op::Pop,
+                Op::Push(0),
+                Op::Pop,
+            ],
+        ),
+        (
+            "sync fails between the record flush and the slot write",
+            vec![
+                Op::Push(100),
+                Op::Sync,
+                Op::Push(200),
+                Op::Push(5000),
+                Op::Pop,
+                Op::FailSync(1),
+            ],
+        ),
+        (
+            "sync fails at the slot page flush",
+            vec![Op::Push(100), Op::Sync, Op::Push(300), Op::FailSync(2)],
+        ),
+        (
+            "growth fails",
+            vec![
+                Op::Push(3000),
+                Op::Sync,
+                Op::FailGrowPush(6000),
+                Op::Push(100),
+                Op::Sync,
+            ],
+        ),
+        (
+            "partial record",
+            vec![
+                Op::Push(10),
+                Op::PartialPush(3000),
+                Op::Push(20),
+                Op::Sync,
+                Op::PartialPush(50),
+            ],
+        ),
+    ];
+    for (i, (name, ops)) in cases.iter().enumerate() {
+        let mut every = |_: usize| true;
+        if let Err(e) = run_scenario(
+            ops,
+            &mut every,
+            &Tear::ALL,
+            &UNITS,
+            1000 + i as u64,
+            &mut stats,
+        ) {
+            panic!("edge case '{name}': {e}");
+        }
+    }
+    print_stats("power model, named edges", 1000, &stats);
+}
+
+/// `Queue` with `Durability::Sync` over the model: at any quiescent point, every acknowledged
+/// put is there, no acknowledged get comes back, under every tear.
+#[test]
+fn power_cut_queue_sync() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let base = seed();
+    let cases = env_u64("RINGQ_MODEL_CASES", 40) / 4 + 1;
+    let mut images = 0u64;
+    for case in 0..cases {
+        let s = base.wrapping_add(case);
+        let mut rng = Rng(s);
+        rt.block_on(async {
+            let q: Queue<(u64, Vec<u8>)> = Queue::builder(format!("memory-{s}.q"))
+                .durability(Durability::Sync)
+                .initial_capacity(4096)
+                .in_memory(MemStorage::new())
+                .open()
+                .await
+                .unwrap();
+            let mut model = std::collections::VecDeque::new();
+            let mut next = 0u64;
+            for step in 0..40 {
+                if rng.below(10) < 6 || model.is_empty() {
+                    let data = model::payload(next, model::random_len(&mut rng));
+                    q.put((next, data.clone())).await.unwrap();
+                    model.push_back((next, data));
+                    next += 1;
+                } else {
+                    let got = q.get().await.unwrap();
+                    assert_eq!(Some(got), model.pop_front(), "FIFO order");
+                }
+                if rng.below(3) != 0 {
+                    continue;
+                }
+                let mem = q.memory_snapshot().expect("in-memory queue");
+                for tear in Tear::ALL {
+                    for unit in UNITS {
+                        let image = mem.crash_image(tear, unit, rng.next());
+                        let r = RingFile::open_in(MemStorage::from_bytes(image), &RingOptions::default())
+                            .unwrap_or_else(|e| panic!("seed {s} step {step}: reopen failed: {e}"));
+                        let got: Vec<(u64, Vec<u8>)> = r
+                            .records()
+                            .map(|rec| {
+                                <ringq::Bincode as ringq::Codec<(u64, Vec<u8>)>>::decode(rec.payload)
+                                    .expect("decodes")
+                            })
+                            .collect();
+                        let want: Vec<(u64, Vec<u8>)> = model.iter().cloned().collect();
+                        assert_eq!(
+                            got, want,
+                            "seed {s} step {step} {tear:?}/{unit}: Sync queue lost or resurrected items \
+                             (report {:?})",
+                            r.recovery_report()
+                        );
+                        images += 1;
+                    }
+                }
+            }
+        });
+    }
+    eprintln!(
+        "power model, Queue Sync seed {base}: {cases} sequences, {images} crash images, lost: 0"
+    );
+}
+
+/// Open finding (reported to the lead): a 4 KiB page torn into garbage inside the committed
+/// range makes recovery resync onto a stale copy of a record that growth-while-wrapped left
+/// behind at the front of the ring, and an item removed out of order (done-marked, committed)
+/// is delivered again. Run with `cargo test --test it known_finding -- --ignored`.
+#[test]
+#[ignore = "open finding: stale pre-growth copies found by resync after a torn page"]
+fn known_finding_stale_copy_after_torn_page() {
+    let s = 0x5EED_0010;
+    let mut stats = Stats::default();
+    let mut rng = Rng(s);
+    let ops = model::random_ops(&mut rng, 60);
+    let mut pick = Rng(s ^ 0xABCD);
+    let mut crash_here = |_: usize| pick.below(3) == 0;
+    if let Err(e) = run_scenario(&ops, &mut crash_here, &Tear::ALL, &UNITS, s, &mut stats) {
+        panic!("{e}");
+    }
+}

@@ -12,6 +12,8 @@ mod pop;
 mod push;
 mod repair;
 mod report;
+#[cfg(feature = "nats")]
+mod relay_cmd;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -76,6 +78,9 @@ enum Command {
     Repair(RepairArgs),
     /// Measure ringq against other queues and print a table.
     Bench(bench::BenchArgs),
+    /// Relay the queue into NATS JetStream (--to) or fill it from a stream (--from).
+    #[cfg(feature = "nats")]
+    Relay(relay_cmd::RelayArgs),
 }
 
 /// Options of `ringq push`.
@@ -185,6 +190,11 @@ fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::Repair(a) => repair::run(&a),
         Command::Bench(a) => {
             bench::run(&a).map_err(|e| CliError::Message(e.to_string()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        #[cfg(feature = "nats")]
+        Command::Relay(a) => {
+            relay_cmd::run(a).map_err(|e| CliError::Message(e.to_string()))?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,0 +1,16 @@
+#!/bin/sh
+# A short, bounded run of every fuzz target (for .ci/run): ./fuzz/smoke.sh [seconds per target]
+# Runs on a scratch copy of the committed seed corpus, so the repository stays unchanged.
+set -eu
+cd "$(dirname "$0")"
+secs="${1:-30}"
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+for t in open_any_file crash_recovery damaged_file; do
+    mkdir -p "$scratch/$t"
+    cp corpus/"$t"/* "$scratch/$t/" 2>/dev/null || true
+    if [ -d "regressions/$t" ]; then cp regressions/"$t"/* "$scratch/$t/"; fi
+    echo "== fuzz $t for ${secs}s"
+    cargo +nightly fuzz run -O "$t" "$scratch/$t" -- \
+        -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536
+done

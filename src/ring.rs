@@ -557,7 +557,8 @@ impl<S: Storage> RingFile<S> {
             // Many wraps since the last commit: flush the whole ring instead.
             self.dirty.clear();
             // Growth marks the copied range before `cap` names it: cover it too.
-            self.dirty.push(DATA_OFFSET..(DATA_OFFSET + self.cap).max(r.end));
+            self.dirty
+                .push(DATA_OFFSET..(DATA_OFFSET + self.cap).max(r.end));
             return;
         }
         self.dirty.push(r);

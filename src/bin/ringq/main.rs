@@ -10,10 +10,10 @@ mod bench;
 mod common;
 mod pop;
 mod push;
-mod repair;
-mod report;
 #[cfg(feature = "nats")]
 mod relay_cmd;
+mod repair;
+mod report;
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -26,6 +26,8 @@ pub const SLOT_MAGIC: u64 = u64::from_le_bytes(*b"RINGQSLT");
 pub const FORMAT_VERSION: u32 = 1;
 /// Slot flag: the file was closed cleanly after a durable commit.
 pub const FLAG_CLEAN: u32 = 1;
+/// Slot flag: `source_seq` holds a relay's upstream position (see `RingFile::source_mark`).
+pub const FLAG_SOURCE: u32 = 2;
 
 /// Records start on multiples of this.
 pub const RECORD_ALIGN: usize = 8;
@@ -80,7 +82,8 @@ pub struct Slot {
     pub next_seq: u64,
     /// No record at or above this sequence number exists until a later commit.
     pub seq_limit: u64,
-    /// Reserved for the relay: the last upstream sequence accepted.
+    /// With [`FLAG_SOURCE`]: the upstream sequence number of the last record up to
+    /// `next_seq` that a relay filled in from a log.
     pub source_seq: u64,
     /// Reserved, zero.
     pub _reserved: [u64; 3],

@@ -67,5 +67,7 @@ pub use error::{Error, Result};
 pub use map::{MappedFile, Opened};
 pub use queue::{Durability, Guard, GuardBatch, Queue, QueueBuilder};
 pub use recovery::RecoveryReport;
-pub use ring::{Record, Records, RingFile, RingOptions, Taken, DEFAULT_INITIAL_CAPACITY};
+pub use ring::{
+    Record, Records, RingFile, RingOptions, SourceMark, Taken, DEFAULT_INITIAL_CAPACITY,
+};
 pub use storage::{ConcurrentFlush, MemStorage, Storage, Tear};

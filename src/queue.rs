@@ -258,6 +258,32 @@ where
     /// finishes even if this future is dropped; under [`Durability::Sync`] a put dropped
     /// while waiting for its commit leaves the item queued (not yet known durable).
     pub async fn put(&self, item: T) -> Result<()> {
+        self.put_marked(item, None).await
+    }
+
+    /// Puts an item that came from position `upstream_seq` of a log (a relay filling this
+    /// queue), recording that position with it: every commit names the position together with
+    /// the records, so after a crash [`Queue::source_mark`] says exactly where to resume.
+    /// Positions must increase, and the relay must be the queue's only producer.
+    pub async fn put_from_source(&self, item: T, upstream_seq: u64) -> Result<()> {
+        self.put_marked(item, Some(upstream_seq)).await
+    }
+
+    /// Where this queue stands in the log a relay fills it from (see
+    /// [`Queue::put_from_source`]); `None` for a queue never filled that way.
+    pub fn source_mark(&self) -> Option<crate::SourceMark> {
+        self.inner.lock().ok()?.source_mark()
+    }
+
+    /// Records upstream position `upstream_seq` without putting anything: for records that
+    /// are already in the queue (the `unmarked` ones of [`Queue::source_mark`]) or a starting
+    /// point. Durable with the next commit ([`Queue::sync`]).
+    pub fn set_source_seq(&self, upstream_seq: u64) -> Result<()> {
+        self.inner.lock()?.set_source_seq(upstream_seq);
+        Ok(())
+    }
+
+    async fn put_marked(&self, item: T, upstream_seq: Option<u64>) -> Result<()> {
         let len = C::encoded_len(&item).map_err(Error::Encode)?;
         let mut item = item;
         loop {
@@ -267,12 +293,12 @@ where
             };
             let cheap = self.inner.lock()?.push_is_cheap(len);
             let pushed = if cheap {
-                self.inner.push::<T, C>(&item, len)
+                self.inner.push::<T, C>(&item, len, upstream_seq)
             } else {
                 // Growth or a commit: system calls that must not run on an async worker.
                 let inner = Arc::clone(&self.inner);
                 let (r, back) = tokio::task::spawn_blocking(move || {
-                    let r = inner.push::<T, C>(&item, len);
+                    let r = inner.push::<T, C>(&item, len, upstream_seq);
                     (r, item)
                 })
                 .await
@@ -314,7 +340,7 @@ where
             Some(space) => Some(space.try_acquire().map_err(|_| Error::Full)?),
             None => None,
         };
-        self.inner.push::<T, C>(&item, len)?;
+        self.inner.push::<T, C>(&item, len, None)?;
         if let Some(p) = permit {
             p.forget();
         }
@@ -695,10 +721,14 @@ impl Inner {
         Ok(MappedRing(guard))
     }
 
-    fn push<T, C: Codec<T>>(&self, item: &T, len: usize) -> Result<()> {
+    fn push<T, C: Codec<T>>(&self, item: &T, len: usize, upstream_seq: Option<u64>) -> Result<()> {
         let mut ring = self.lock()?;
         // The encoder runs under the lock, writing straight into the map: keep it short.
         ring.push_encoded(len, |buf| C::encode_into(item, buf))?;
+        if let Some(seq) = upstream_seq {
+            // Under the same lock as the push: no commit can name one without the other.
+            ring.set_source_seq(seq);
+        }
         if ring.wants_checkpoint() {
             self.committer.request();
         }

@@ -129,6 +129,7 @@ pub(crate) struct CommitPlan {
     head: Pos,
     tail: Pos,
     seq_limit: u64,
+    source_seq: Option<u64>,
     /// The slot generation when the plan was made; a slot written since makes it stale.
     generation: u64,
     clean: bool,
@@ -194,7 +195,24 @@ pub struct RingFile<S: Storage = MappedFile> {
     damaged_at_runtime: u64,
     /// Damaged records recovery already left out of `queued`, still between head and tail.
     known_damage: u64,
+    /// Upstream position of the last record a relay filled in (committed with every slot).
+    source_seq: Option<u64>,
+    /// `source_seq` as of the last commit.
+    committed_source: Option<u64>,
+    /// Records recovered past the last commit that were never marked: see `source_mark`.
+    unmarked_at_open: u64,
     report: RecoveryReport,
+}
+
+/// Where a queue filled from an upstream log stands in that log (see [`RingFile::source_mark`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceMark {
+    /// The upstream sequence number of the last marked record.
+    pub seq: u64,
+    /// Records after it that the file holds although no commit named them (written before a
+    /// crash, recovered from the page cache). They are the upstream records that followed
+    /// `seq`, in order: a relay skips that many instead of storing them twice.
+    pub unmarked: u64,
 }
 
 impl<S: Storage> std::fmt::Debug for RingFile<S> {
@@ -283,6 +301,9 @@ impl<S: Storage> RingFile<S> {
             commit_count: 0,
             damaged_at_runtime: 0,
             known_damage: 0,
+            source_seq: None,
+            committed_source: None,
+            unmarked_at_open: 0,
             report: RecoveryReport::default(),
         }
     }
@@ -372,6 +393,11 @@ impl<S: Storage> RingFile<S> {
             off: slot.head_off as usize,
             seq: slot.head_seq,
         };
+        if slot.flags & format::FLAG_SOURCE != 0 {
+            ring.source_seq = Some(slot.source_seq);
+            ring.committed_source = ring.source_seq;
+            ring.unmarked_at_open = ring.records_past_commit();
+        }
         if sound.tail.seq < slot.seq_limit {
             // Sequence numbers up to the reservation may have been handed out and lost:
             // never reuse them.
@@ -632,11 +658,63 @@ impl<S: Storage> RingFile<S> {
         self.next_seq().saturating_add(SEQ_RESERVATION / 2) >= self.seq_limit
     }
 
+    /// The upstream position a relay recorded with [`RingFile::set_source_seq`], as of the
+    /// last commit plus what was recovered past it; `None` for a file never filled that way.
+    pub fn source_mark(&self) -> Option<SourceMark> {
+        self.source_seq.map(|seq| SourceMark {
+            seq,
+            unmarked: self.unmarked_at_open,
+        })
+    }
+
+    /// Records that everything up to the last pushed record came from upstream position
+    /// `seq`. Every later commit names it together with the tail, so after a crash the mark
+    /// and the records agree. Call it right after the push it describes, with no push between.
+    pub fn set_source_seq(&mut self, seq: u64) {
+        self.source_seq = Some(seq);
+        self.unmarked_at_open = 0;
+    }
+
+    /// Counts the data records between the committed tail and the recovered tail by walking
+    /// them. Anything unexpected counts nothing: a relay then stores a record twice rather
+    /// than skip one it never stored.
+    fn records_past_commit(&self) -> u64 {
+        let ring = &self.storage.bytes()[DATA_OFFSET..DATA_OFFSET + self.cap];
+        let mut at = self.committed;
+        let mut count = 0;
+        for step in 0..=self.cap / RECORD_ALIGN {
+            if at == self.tail {
+                return count;
+            }
+            let Ok(f) = format::read_frame(ring, at.off, Some(self.epoch)) else {
+                break;
+            };
+            // Only the first record after an open may be a sequence jump.
+            let jump = step == 0 && f.kind == KIND_SKIP && f.seq > at.seq;
+            if f.seq != at.seq && !jump {
+                break;
+            }
+            at.seq = if f.kind == KIND_SKIP {
+                f.seq
+            } else {
+                f.seq + 1
+            };
+            count += u64::from(f.kind != KIND_SKIP);
+            at.off = (at.off + f.size) % self.cap;
+        }
+        log::warn!(
+            "{}: cannot count the records past the last commit; a relay filling this queue may store up to one batch twice",
+            self.path_buf().display()
+        );
+        0
+    }
+
     /// True when something changed since the last commit.
     pub fn needs_commit(&self) -> bool {
         !self.dirty.is_empty()
             || self.committed != self.tail
             || self.durable_head() != self.committed_head
+            || self.source_seq != self.committed_source
     }
 
     fn check_size(&self, len: usize) -> Result<usize> {
@@ -1256,6 +1334,7 @@ impl<S: Storage> RingFile<S> {
             head: self.durable_head(),
             tail: self.tail,
             seq_limit,
+            source_seq: self.source_seq,
             generation: self.generation,
             clean,
         })
@@ -1275,7 +1354,12 @@ impl<S: Storage> RingFile<S> {
         let slot = Slot {
             magic: SLOT_MAGIC,
             version: FORMAT_VERSION,
-            flags: if plan.clean { FLAG_CLEAN } else { 0 },
+            flags: if plan.clean { FLAG_CLEAN } else { 0 }
+                | if plan.source_seq.is_some() {
+                    format::FLAG_SOURCE
+                } else {
+                    0
+                },
             encoding: self.encoding,
             epoch: self.epoch,
             generation: self.generation + 1,
@@ -1285,6 +1369,7 @@ impl<S: Storage> RingFile<S> {
             tail_off: plan.tail.off as u64,
             next_seq: plan.tail.seq,
             seq_limit: plan.seq_limit,
+            source_seq: plan.source_seq.unwrap_or(0),
             ..Slot::default()
         };
         let at = SLOT_OFFSETS[page];
@@ -1301,6 +1386,7 @@ impl<S: Storage> RingFile<S> {
             self.committed = plan.tail;
             self.committed_head = plan.head;
             self.seq_limit = self.seq_limit.max(plan.seq_limit);
+            self.committed_source = plan.source_seq;
         }
         self.commit_count += 1;
     }

@@ -451,3 +451,81 @@ proptest! {
         prop_assert_eq!(got, back.into_iter().map(|x| x.1).collect::<Vec<_>>());
     }
 }
+
+fn push_marked(r: &mut RingFile<MemStorage>, upstream: u64) {
+    r.push(&upstream.to_le_bytes()).unwrap();
+    r.set_source_seq(upstream);
+}
+
+#[test]
+fn source_mark_counts_records_recovered_past_the_commit() {
+    let mut r = mem_ring(4096);
+    assert_eq!(r.source_mark(), None);
+    for up in 10..15 {
+        push_marked(&mut r, up);
+    }
+    r.sync().unwrap();
+    for up in 15..18 {
+        push_marked(&mut r, up);
+    }
+    // kill -9: the three unsynced records survive in the page cache, the slot says 14.
+    let mut r = reopen(r, 4096);
+    assert_eq!(
+        r.source_mark(),
+        Some(SourceMark {
+            seq: 14,
+            unmarked: 3
+        })
+    );
+    // After the reopen the first push writes a sequence jump; records after it still count.
+    push_marked(&mut r, 18);
+    r.sync().unwrap();
+    push_marked(&mut r, 19);
+    push_marked(&mut r, 20);
+    let durable = r.storage().durable().to_vec();
+    let r = reopen(r, 4096);
+    assert_eq!(
+        r.source_mark(),
+        Some(SourceMark {
+            seq: 18,
+            unmarked: 2
+        })
+    );
+    // A power cut keeps only the durable image: nothing past the commit.
+    let r = RingFile::open_in(MemStorage::from_bytes(durable), &opts(4096)).unwrap();
+    assert_eq!(r.source_mark().map(|m| m.unmarked), Some(0));
+}
+
+#[test]
+fn source_mark_survives_wraps_and_a_clean_close() {
+    let mut r = mem_ring(4096);
+    for up in 1..=200u64 {
+        push_marked(&mut r, up);
+        r.pop().unwrap();
+        if up % 50 == 0 {
+            r.sync().unwrap();
+        }
+    }
+    for up in 201..=204u64 {
+        push_marked(&mut r, up);
+    }
+    let mut r = reopen(r, 4096);
+    assert_eq!(
+        r.source_mark(),
+        Some(SourceMark {
+            seq: 200,
+            unmarked: 4
+        })
+    );
+    r.set_source_seq(204);
+    assert!(r.needs_commit(), "a new mark alone is something to commit");
+    let storage = r.close().unwrap();
+    let r = RingFile::open_in(storage, &opts(4096)).unwrap();
+    assert_eq!(
+        r.source_mark(),
+        Some(SourceMark {
+            seq: 204,
+            unmarked: 0
+        })
+    );
+}

@@ -293,10 +293,18 @@ impl From<Error> for PullError {
     }
 }
 
-async fn consumer(
+/// The consumer to fetch from, positioned right after what `queue` holds, and how many of
+/// the first messages it delivers the queue already holds (see [`crate::SourceMark`]).
+///
+/// JetStream delivers a message that a stopped relay took but never acknowledged again only
+/// after `ack_wait`, and newer ones before it: resuming from such a consumer would store
+/// out of order. The queue's mark says exactly where it stands, so in that case the consumer
+/// is recreated to start right after the mark.
+async fn positioned_consumer(
     js: &jetstream::Context,
     opts: &PullOptions,
-) -> Result<jetstream::consumer::Consumer<pull::Config>, SinkError> {
+    queue: &Queue<Vec<u8>, Raw>,
+) -> Result<(jetstream::consumer::Consumer<pull::Config>, u64), SinkError> {
     let stream = ensure_stream(js, &opts.subject, opts.stream.as_deref(), false).await?;
     let config = pull::Config {
         durable_name: Some(opts.durable.clone()),
@@ -305,19 +313,61 @@ async fn consumer(
         ack_wait: opts.ack_wait,
         ..Default::default()
     };
-    stream
-        .get_or_create_consumer(&opts.durable, config)
+    let mut c = stream
+        .get_or_create_consumer(&opts.durable, config.clone())
         .await
-        .map_err(|e| retryable("cannot get or create the consumer", e))
+        .map_err(|e| retryable("cannot get or create the consumer", e))?;
+    let info = c
+        .info()
+        .await
+        .map_err(|e| retryable("consumer info", e))?
+        .clone();
+    let (mark, unmarked) = match queue.source_mark() {
+        Some(m) => (m.seq, m.unmarked),
+        None => {
+            // The first fill of this file starts after what the consumer has acknowledged.
+            let floor = info.ack_floor.stream_sequence;
+            queue
+                .set_source_seq(floor)
+                .map_err(|e| SinkError::permanent(format!("local queue: {e}")))?;
+            (floor, 0)
+        }
+    };
+    let in_step =
+        info.num_ack_pending == 0 && info.delivered.stream_sequence == mark && unmarked == 0;
+    if !in_step {
+        log::info!(
+            "relay: consumer {} restarts after stream message {mark} (the queue holds {unmarked} more)",
+            opts.durable
+        );
+        stream
+            .delete_consumer(&opts.durable)
+            .await
+            .map_err(|e| retryable("cannot reset the consumer", e))?;
+        let config = pull::Config {
+            deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: mark + 1,
+            },
+            ..config
+        };
+        c = stream
+            .create_consumer(config)
+            .await
+            .map_err(|e| retryable("cannot create the consumer", e))?;
+    }
+    Ok((c, unmarked))
 }
 
 /// Fills `queue` from a durable JetStream pull consumer until `stop` completes (or, with
 /// [`PullOptions::until_idle`], a fetch comes back empty).
 ///
-/// Each fetched batch is put in the queue, made durable ([`Queue::sync`]), and only then
-/// acknowledged to the broker: a crash before the acknowledgements loses nothing, and the
-/// broker delivers the batch again (so the queue may hold up to one batch twice per crash).
-/// A message the queue can never hold stops the relay with [`PullError::TooLarge`], unacknowledged.
+/// Each fetched batch is put in the queue with [`Queue::put_from_source`], made durable
+/// ([`Queue::sync`]), and only then acknowledged to the broker: a crash before the
+/// acknowledgements loses nothing. The queue's [`Queue::source_mark`] records the stream
+/// position with the records themselves, so a restarted relay resumes right after what the
+/// queue holds: no message is stored twice and the order is the stream's. The relay must be
+/// the queue's only producer. A message the queue can never hold stops the relay with
+/// [`PullError::TooLarge`], unacknowledged.
 pub async fn pull<F: Future<Output = ()>>(
     queue: &Queue<Vec<u8>, Raw>,
     client: Client,
@@ -331,12 +381,26 @@ pub async fn pull<F: Future<Output = ()>>(
     let min = Duration::from_millis(100);
     let mut delay = min;
     let mut consumer_handle = None;
+    // Messages at the start of the consumer that the queue already holds.
+    let mut already_held = 0;
+    // Failpoint for the crash tests: abort after this many puts, before they are synced.
+    let mut abort_after = std::env::var("RINGQ_TEST_ABORT_AFTER_PUTS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
     'outer: loop {
         let failure = 'round: {
             let c = match &consumer_handle {
                 Some(c) => c,
-                None => match tokio::time::timeout(REQUEST_TIMEOUT, consumer(&js, opts)).await {
-                    Ok(Ok(c)) => consumer_handle.insert(c),
+                None => match tokio::time::timeout(
+                    REQUEST_TIMEOUT,
+                    positioned_consumer(&js, opts, queue),
+                )
+                .await
+                {
+                    Ok(Ok((c, held))) => {
+                        already_held = held;
+                        consumer_handle.insert(c)
+                    }
                     Ok(Err(e)) if !e.retryable => return Err(PullError::Broker(e)),
                     Ok(Err(e)) => break 'round e,
                     Err(_) => {
@@ -384,14 +448,38 @@ pub async fn pull<F: Future<Output = ()>>(
             let mut refused = None;
             let mut stopped = false;
             for m in &msgs {
+                let Ok(stream_seq) = m.info().map(|i| i.stream_sequence) else {
+                    break 'round SinkError::retryable("a message without JetStream metadata");
+                };
+                let mark = queue.source_mark().map_or(0, |m| m.seq);
+                if stream_seq <= mark {
+                    // Delivered again (an acknowledgement that did not arrive): held already.
+                    taken += 1;
+                    continue;
+                }
+                if already_held > 0 {
+                    // Recovered from before a crash without its mark: held, mark it.
+                    already_held -= 1;
+                    queue.set_source_seq(stream_seq)?;
+                    taken += 1;
+                    continue;
+                }
                 let put = tokio::select! {
-                    r = queue.put(m.payload.to_vec()) => r,
+                    r = queue.put_from_source(m.payload.to_vec(), stream_seq) => r,
                     _ = &mut stop => { stopped = true; break }
                 };
                 match put {
-                    Ok(()) => taken += 1,
+                    Ok(()) => {
+                        taken += 1;
+                        stats.relayed.fetch_add(1, Ordering::Relaxed);
+                        if let Some(n) = abort_after.as_mut() {
+                            *n = n.saturating_sub(1);
+                            if *n == 0 {
+                                std::process::abort();
+                            }
+                        }
+                    }
                     Err(e @ Error::TooLarge { .. }) => {
-                        let stream_seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
                         refused = Some(PullError::TooLarge {
                             stream_seq,
                             size: m.payload.len(),
@@ -415,7 +503,6 @@ pub async fn pull<F: Future<Output = ()>>(
             if unacked > 0 {
                 stats.retries.fetch_add(1, Ordering::Relaxed);
             }
-            stats.relayed.fetch_add(taken as u64, Ordering::Relaxed);
             if let Some(e) = refused {
                 return Err(e);
             }

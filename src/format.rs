@@ -260,6 +260,11 @@ pub fn write_header(rec: &mut [u8], kind: u8, seq: u64, len: u32, epoch: u64) {
     rec[0..4].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// Makes the record whose header is `hdr` fail every check (its kind byte becomes zero).
+pub fn invalidate_header(hdr: &mut [u8]) {
+    hdr[8] = 0;
+}
+
 /// What the stored CRC of a data record is xored with once it is removed out of order.
 pub const DONE_XOR: u32 = 0xD0E5_5EED;
 

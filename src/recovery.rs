@@ -351,11 +351,11 @@ pub(crate) fn walk(
                 let Some((next, dist)) = resync(ring, epoch, off, expected, seq_limit, budget)
                 else {
                     // Nothing verifies after it: the rest of the committed range is lost.
-                    w.dropped += committed_end - expected;
+                    w.dropped += lost_records(committed_end - expected, budget);
                     expected = committed_end;
                     break;
                 };
-                w.dropped += next.seq - expected;
+                w.dropped += lost_records(next.seq - expected, dist);
                 w.bytes_skipped += dist;
                 w.used += dist;
                 off = next.off;
@@ -372,6 +372,14 @@ pub(crate) fn walk(
     }
     w.end = Pos { off, seq: expected };
     w
+}
+
+/// How many records a damaged stretch of `bytes` bytes cost, when the sequence numbers
+/// around it differ by `numbers`. A jump in the numbering (after an unclean stop) or a
+/// resync onto a skip record makes `numbers` far larger than what fits: no record takes
+/// less than a header.
+fn lost_records(numbers: u64, bytes: usize) -> u64 {
+    numbers.min((bytes / format::RECORD_HEADER) as u64)
 }
 
 /// After a bad record at `from` (where `expected` should be), finds the next record worth

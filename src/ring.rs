@@ -830,6 +830,7 @@ impl<S: Storage> RingFile<S> {
             return Err(self.poison_error(msg.clone()));
         }
         let old_cap = self.cap;
+        let old_tail_off = self.tail.off;
         self.storage
             .grow(DATA_OFFSET + new_cap)
             .map_err(|e| self.io_err("cannot grow", e))?;
@@ -861,7 +862,33 @@ impl<S: Storage> RingFile<S> {
         self.cap = new_cap;
         self.grow_count += 1;
         // The slot naming the new capacity follows the flush of everything it names.
-        self.commit()
+        self.commit()?;
+        if wrapped {
+            self.scrub_stale_front(old_tail_off)?;
+        }
+        Ok(())
+    }
+
+    /// Invalidates the records a growth copy left at the front of the ring (`..len`). Their
+    /// copies behind the old end are the live ones; a stale copy that still verified would
+    /// look like a live record to a recovery that scans past damage, and could bring back an
+    /// item already removed. Runs once the slot naming the new layout is durable (before, the
+    /// front was still live) and flushes at once, so no later crash finds them intact.
+    fn scrub_stale_front(&mut self, len: usize) -> Result<()> {
+        let ring = &mut self.storage.bytes_mut()[DATA_OFFSET..DATA_OFFSET + len];
+        let mut off = 0;
+        while off + RECORD_HEADER <= len {
+            match read_frame(ring, off, None) {
+                Ok(f) => {
+                    format::invalidate_header(&mut ring[off..off + RECORD_HEADER]);
+                    off += f.size;
+                }
+                Err(_) => off += RECORD_ALIGN,
+            }
+        }
+        self.storage
+            .flush(DATA_OFFSET, len)
+            .map_err(|e| self.fail_commit(e))
     }
 
     // ---------------------------------------------------------------- delivery

@@ -529,3 +529,25 @@ fn source_mark_survives_wraps_and_a_clean_close() {
         })
     );
 }
+
+#[test]
+fn a_damaged_record_before_a_sequence_jump_counts_as_one() {
+    let mut r = mem_ring(4096);
+    r.push(b"first").unwrap();
+    let b = r.push(b"second").unwrap();
+    // kill -9, then reopen: the next push writes a jump past the reserved numbers.
+    let mut r = reopen(r, 4096);
+    let c = r.push(b"third").unwrap();
+    assert!(c > b + 1000, "a jump was written");
+    r.sync().unwrap();
+    let mut image = r.into_storage().live().to_vec();
+    // Damage the payload of "second": the walk resyncs onto the jump record.
+    let at = image
+        .windows(6)
+        .position(|w| w == b"second")
+        .expect("payload in the image");
+    image[at] ^= 0xff;
+    let mut r = RingFile::open_in(MemStorage::from_bytes(image), &opts(4096)).unwrap();
+    assert_eq!(r.recovery_report().records_dropped, 1);
+    assert_eq!(drain(&mut r), vec![b"first".to_vec(), b"third".to_vec()]);
+}

@@ -1,5 +1,5 @@
 //! NATS JetStream: the [`Sink`] the relay drains into, and the reverse direction
-//! ([`pull`]: a durable pull consumer filling a local queue).
+//! ([`pull()`]: a durable pull consumer filling a local queue).
 //!
 //! Every message carries the headers `Nats-Msg-Id: <epoch>-<seq>` (JetStream drops a repeat
 //! inside the stream's duplicate window), `Ringq-Epoch: <epoch>` and `Ringq-Seq: <seq>` (read
@@ -229,7 +229,7 @@ impl Sink for JetStreamSink {
     }
 }
 
-/// How [`pull`] takes messages from JetStream.
+/// How [`pull()`] takes messages from JetStream.
 #[derive(Clone, Debug)]
 pub struct PullOptions {
     /// The subject to consume (the consumer's filter).
@@ -248,7 +248,7 @@ pub struct PullOptions {
     pub ack_wait: Duration,
 }
 
-/// Why [`pull`] stopped with an error.
+/// Why [`pull()`] stopped with an error.
 #[derive(Debug)]
 pub enum PullError {
     /// The local queue failed.

@@ -61,6 +61,10 @@ pub(crate) struct Sound {
     /// Damaged records the walk stepped over between head and tail (deliveries meet them
     /// again and must not count them twice).
     pub skipped_in_walk: u64,
+    /// Ring ranges the walk stepped over to get past damage. Anything in them that still
+    /// verifies is stale; the ring invalidates it before its next commit makes the range
+    /// part of a longer committed one (see `RingFile::from_sound`).
+    pub damaged_ranges: Vec<(usize, usize)>,
     /// The file must be extended to this length (it was truncated).
     pub extend_to: Option<usize>,
     pub report: RecoveryReport,
@@ -224,6 +228,7 @@ fn recover_with_slot(
             items: 0,
             used: 0,
             skipped_in_walk: 0,
+            damaged_ranges: Vec::new(),
             extend_to,
             report,
         };
@@ -253,6 +258,7 @@ fn recover_with_slot(
         items: walk.items,
         used: walk.used,
         skipped_in_walk: walk.dropped,
+        damaged_ranges: walk.damaged_ranges,
         extend_to,
         report,
     }
@@ -294,7 +300,7 @@ fn scan_for_head(ring: &[u8], epoch: u64, floor: u64, seq_limit: u64) -> Option<
 }
 
 /// The outcome of walking the records from a start position.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Walk {
     /// Where the next record goes, and its sequence number.
     pub end: Pos,
@@ -302,6 +308,8 @@ pub(crate) struct Walk {
     pub used: usize,
     pub dropped: u64,
     pub bytes_skipped: usize,
+    /// `(offset, length)` of each stretch stepped over (it may wrap past the ring's end).
+    pub damaged_ranges: Vec<(usize, usize)>,
 }
 
 /// Walks consecutive records from `start`. Inside the committed range (`seq <
@@ -321,6 +329,7 @@ pub(crate) fn walk(
         used: 0,
         dropped: 0,
         bytes_skipped: 0,
+        damaged_ranges: Vec::new(),
     };
     let (mut off, mut expected) = (start.off, start.seq);
     while w.used < cap {
@@ -348,7 +357,8 @@ pub(crate) fn walk(
             }
             _ if expected < committed_end => {
                 let budget = cap - w.used;
-                let Some((next, dist)) = resync(ring, epoch, off, expected, seq_limit, budget)
+                let Some((next, dist)) =
+                    resync(ring, epoch, off, expected, committed_end, seq_limit, budget)
                 else {
                     // Nothing verifies after it: the rest of the committed range is lost.
                     w.dropped += lost_records(committed_end - expected, budget);
@@ -356,6 +366,7 @@ pub(crate) fn walk(
                     break;
                 };
                 w.dropped += lost_records(next.seq - expected, dist);
+                w.damaged_ranges.push((off, dist));
                 w.bytes_skipped += dist;
                 w.used += dist;
                 off = next.off;
@@ -386,28 +397,41 @@ fn lost_records(numbers: u64, bytes: usize) -> u64 {
 /// keeping: by the bad record's own length when its header is plausible and a good record
 /// follows, else by scanning 8-byte boundaries forward (wrapping) for a record of this epoch
 /// with a sequence number at or above `expected`. Returns it and the bytes stepped over.
+///
+/// While committed records are still expected (`expected < committed_end`), a record from
+/// past the committed range is the last choice: it may have been written, after the last
+/// commit, over records whose removal was never made durable, and taking it would skip
+/// committed records that lie intact further on. It is taken only when no committed one is
+/// found in the whole budget.
 pub(crate) fn resync(
     ring: &[u8],
     epoch: u64,
     from: usize,
     expected: u64,
+    committed_end: u64,
     seq_limit: u64,
     budget: usize,
 ) -> Option<(Pos, usize)> {
     let cap = ring.len();
     let acceptable = |f: &Frame| f.seq >= expected && f.seq < seq_limit;
+    let first_choice = |f: &Frame| expected >= committed_end || f.seq < committed_end;
+    let mut fallback = None;
     if let Some((_, size)) = format::plausible_header(ring, from, epoch) {
         let next = (from + size) % cap;
         if size < budget {
             if let Ok(f) = read_frame(ring, next, Some(epoch)) {
                 if acceptable(&f) {
-                    return Some((
+                    let found = (
                         Pos {
                             off: next,
                             seq: f.seq,
                         },
                         size,
-                    ));
+                    );
+                    if first_choice(&f) {
+                        return Some(found);
+                    }
+                    fallback = Some(found);
                 }
             }
         }
@@ -417,12 +441,16 @@ pub(crate) fn resync(
         let off = (from + dist) % cap;
         if let Ok(f) = read_frame(ring, off, Some(epoch)) {
             if acceptable(&f) {
-                return Some((Pos { off, seq: f.seq }, dist));
+                let found = (Pos { off, seq: f.seq }, dist);
+                if first_choice(&f) {
+                    return Some(found);
+                }
+                fallback.get_or_insert(found);
             }
         }
         dist += RECORD_ALIGN;
     }
-    None
+    fallback
 }
 
 /// Salvage from a file without a usable slot: the longest run of consecutive sequence

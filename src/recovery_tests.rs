@@ -43,7 +43,7 @@ fn walk_counts_consecutive_records_and_stops_past_the_committed_range() {
 fn resync_scans_past_a_destroyed_header() {
     let (mut ring, offs) = ring_with(1024, 5, 0, &[100, 8, 8]);
     ring[offs[0]..offs[0] + 24].fill(0xAB);
-    let (next, dist) = resync(&ring, 5, offs[0], 0, SEQ_RESERVATION, 1024).unwrap();
+    let (next, dist) = resync(&ring, 5, offs[0], 0, 0, SEQ_RESERVATION, 1024).unwrap();
     assert_eq!(
         next,
         Pos {

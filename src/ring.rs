@@ -384,6 +384,7 @@ impl<S: Storage> RingFile<S> {
         ring.used = sound.used;
         ring.queued = sound.items;
         ring.known_damage = sound.skipped_in_walk;
+        ring.invalidate_stale(&sound.damaged_ranges);
         ring.seq_limit = slot.seq_limit;
         ring.committed = Pos {
             off: slot.tail_off as usize,
@@ -419,6 +420,26 @@ impl<S: Storage> RingFile<S> {
             );
         }
         Ok(ring)
+    }
+
+    /// Invalidates every record that still verifies inside the stretches recovery stepped
+    /// over: stale copies from an earlier life of the file (unsynced records written over
+    /// removed ones, older laps). The next commit names a tail past these stretches, and a
+    /// later recovery that met the same damage could otherwise resync onto one of them and
+    /// skip live records. Written in memory only; the whole ring is flushed before that commit.
+    fn invalidate_stale(&mut self, ranges: &[(usize, usize)]) {
+        let (cap, epoch) = (self.cap, self.epoch);
+        let ring = &mut self.storage.bytes_mut()[DATA_OFFSET..DATA_OFFSET + cap];
+        for &(start, len) in ranges {
+            let mut dist = 0;
+            while dist < len {
+                let off = (start + dist) % cap;
+                if read_frame(ring, off, Some(epoch)).is_ok() {
+                    format::invalidate_header(&mut ring[off..off + RECORD_HEADER]);
+                }
+                dist += RECORD_ALIGN;
+            }
+        }
     }
 
     fn from_salvage(
@@ -939,8 +960,17 @@ impl<S: Storage> RingFile<S> {
                 }
                 _ => {
                     let budget = live - dist;
-                    let (next, step) =
-                        recovery::resync(ring, self.epoch, off, expected, self.tail.seq, budget)?;
+                    // At run time no stale record can sit between read and tail: the first
+                    // candidate is the one (no committed range to protect, hence 0).
+                    let (next, step) = recovery::resync(
+                        ring,
+                        self.epoch,
+                        off,
+                        expected,
+                        0,
+                        self.tail.seq,
+                        budget,
+                    )?;
                     damaged += next.seq - expected;
                     expected = next.seq;
                     dist += step;
@@ -1493,6 +1523,7 @@ impl<'a, S: Storage> Iterator for Records<'a, S> {
                         self.ring.epoch,
                         off,
                         self.pos.seq,
+                        0,
                         self.ring.tail.seq,
                         budget,
                     )?;

@@ -267,6 +267,29 @@ fn power_cut_queue_sync() {
     );
 }
 
+/// Scenarios the model once failed, replayed exactly (each seed is a `power_cut_random_sequences`
+/// case: `RINGQ_MODEL_SEED=<seed> RINGQ_MODEL_CASES=1`).
+///
+/// 398165365351: pops freed the space of records whose removal was not yet durable and
+/// newer records were written there; after a torn power cut recovery resynced onto a newer
+/// record and skipped committed ones (items 8..13 lost), and after a second crash it resynced
+/// onto a stale record left inside the stretch it had stepped over.
+const FOUND_SCENARIOS: &[u64] = &[398_165_365_351];
+
+#[test]
+fn power_cut_found_scenarios() {
+    for &s in FOUND_SCENARIOS {
+        let mut stats = Stats::default();
+        let mut rng = Rng(s);
+        let ops = model::random_ops(&mut rng, 60);
+        let mut pick = Rng(s ^ 0xABCD);
+        let mut crash_here = |_: usize| pick.below(3) == 0;
+        if let Err(e) = run_scenario(&ops, &mut crash_here, &Tear::ALL, &UNITS, s, &mut stats) {
+            panic!("{e}");
+        }
+    }
+}
+
 /// Regression (found by this model): a 4 KiB page torn into garbage inside the committed
 /// range made recovery resync onto a stale copy of a record that growth-while-wrapped had left
 /// at the front of the ring, and an item removed out of order (done-marked, committed) was

@@ -325,28 +325,29 @@ impl Frame {
 /// Reads and fully checks the record at `off` in `ring`. With `epoch == None` any epoch is
 /// accepted (salvage of a file whose slots are gone).
 pub fn read_frame(ring: &[u8], off: usize, epoch: Option<u64>) -> Result<Frame, FrameProblem> {
-    let hdr = off
+    // One bounds check for the whole header; the fields are then fixed-size reads.
+    let hdr: &[u8; RECORD_HEADER] = off
         .checked_add(RECORD_HEADER)
         .and_then(|end| ring.get(off..end))
+        .and_then(|h| h.try_into().ok())
         .ok_or(FrameProblem::NoRoom)?;
-    let stored = read_u32(hdr, 0).ok_or(FrameProblem::NoRoom)?;
-    let len = read_u32(hdr, 4).ok_or(FrameProblem::NoRoom)?;
-    let tag = read_u64(hdr, 8).ok_or(FrameProblem::NoRoom)?;
+    let field = |at: usize| u64::from_le_bytes(hdr[at..at + 8].try_into().unwrap_or([0; 8]));
+    let stored = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+    let len = u32::from_le_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
+    let tag = field(8);
     let mut kind = (tag & 0xff) as u8;
     if kind != KIND_DATA && kind != KIND_SKIP {
         return Err(FrameProblem::Kind);
     }
     let seq = tag >> 8;
-    let rec_epoch = read_u64(hdr, 16).ok_or(FrameProblem::NoRoom)?;
+    let rec_epoch = field(16);
     let size = record_size(len as usize).ok_or(FrameProblem::Length)?;
     let end = off.checked_add(size).ok_or(FrameProblem::Length)?;
     if end > ring.len() {
         return Err(FrameProblem::Length);
     }
-    if let Some(e) = epoch {
-        if e != rec_epoch {
-            return Err(FrameProblem::Epoch);
-        }
+    if epoch.is_some_and(|e| e != rec_epoch) {
+        return Err(FrameProblem::Epoch);
     }
     let covered = if kind == KIND_SKIP { 0 } else { len as usize };
     let crc = crc32(&ring[off + 4..off + RECORD_HEADER + covered]);

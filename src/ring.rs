@@ -651,7 +651,9 @@ impl<S: Storage> RingFile<S> {
         let rec = &mut ring[off..off + size];
         let (payload, pad) = rec[RECORD_HEADER..].split_at_mut(len);
         fill(payload).map_err(Error::Encode)?;
-        pad.fill(0);
+        if !pad.is_empty() {
+            pad.fill(0);
+        }
         let len32 = len as u32; // checked by check_size
         format::write_header(rec, KIND_DATA, seq, len32, epoch);
         self.advance_tail(off, size, seq + 1);

@@ -146,12 +146,21 @@ fn kill9_child_entry() {
                     Ok("periodic") => Durability::Periodic(std::time::Duration::from_millis(5)),
                     _ => Durability::Buffered,
                 };
-                let q: Queue<Item> = Queue::builder(&path)
-                    .durability(durability)
-                    .initial_capacity(4096)
-                    .open()
-                    .await
-                    .expect("child open");
+                let mut tries = 0;
+                let q: Queue<Item> = loop {
+                    let opened = Queue::builder(&path)
+                        .durability(durability)
+                        .initial_capacity(4096)
+                        .open()
+                        .await;
+                    match opened {
+                        Err(ringq::Error::Locked { .. }) if tries < LOCK_RETRIES => {
+                            tries += 1;
+                            std::thread::sleep(LOCK_RETRY_PAUSE);
+                        }
+                        other => break other.expect("child open"),
+                    }
+                };
                 for _ in 0..200_000 {
                     if want_put(&mut rng, len_guess) {
                         say(&mut out, format_args!("I put {next}"));
@@ -196,7 +205,7 @@ fn kill9_child_entry() {
         }
         Mode::Ring => {
             let opts = RingOptions::default().initial_capacity(4096);
-            let mut ring = RingFile::open(&path, &opts).expect("child open");
+            let mut ring = open_retrying_lock(|| RingFile::open(&path, &opts));
             for _ in 0..200_000 {
                 let roll = rng.below(100);
                 if want_put(&mut rng, len_guess) {
@@ -253,6 +262,22 @@ struct Tally {
     in_flight_put_kept: u64,
     in_flight_get_done: u64,
     max_capacity: u64,
+}
+
+/// The parent's own reopen between rounds shares the process with other tests that spawn
+/// children: a child forked while that reopen held the file keeps a copy of its descriptor,
+/// and so the lock, until it execs. A new round's child waits that moment out.
+const LOCK_RETRIES: u32 = 100;
+const LOCK_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
+fn open_retrying_lock<T>(mut open: impl FnMut() -> ringq::Result<T>) -> T {
+    for _ in 0..LOCK_RETRIES {
+        match open() {
+            Err(ringq::Error::Locked { .. }) => std::thread::sleep(LOCK_RETRY_PAUSE),
+            other => return other.expect("child open"),
+        }
+    }
+    open().expect("child open: still locked after 2 s")
 }
 
 /// Reads the items the file holds, without consuming anything.

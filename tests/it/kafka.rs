@@ -6,7 +6,9 @@
 //! restarted; a crash after the broker stored a batch but before the queue committed it
 //! (with a control that disables the start-up mark); brokers down mid-run; injected produce
 //! errors, retriable and permanent; an item larger than `message.max.bytes`, in process and
-//! through `ringq relay`. Sizes: `RINGQ_KAFKA_ITEMS` (default 20,000).
+//! through `ringq relay`. Sizes: `RINGQ_KAFKA_ITEMS` (default 20,000; the mock cluster keeps
+//! only the last 5 MiB of a partition, about 40,000 of these 64-byte items, and the read-back
+//! fails loudly past that).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -99,6 +101,11 @@ fn read_topic_blocking(bootstrap: &str) -> Vec<Record> {
     let (low, high) = consumer
         .fetch_watermarks(TOPIC, 0, Duration::from_secs(10))
         .unwrap();
+    assert_eq!(
+        low, 0,
+        "the mock cluster dropped the oldest records (it keeps the last 5 MiB of a partition): \
+         lower RINGQ_KAFKA_ITEMS"
+    );
     let mut out = Vec::with_capacity((high - low) as usize);
     if high == low {
         return out;
@@ -294,11 +301,11 @@ async fn kafka_crash_between_ack_and_commit_is_skipped_by_the_mark() {
             // Two batches published and acknowledged, never committed: the guards drop.
             let mut s = sink(&c);
             let first = q.get_guarded_batch(300).await.unwrap();
-            s.publish_batch(epoch, first.items()).await.unwrap();
+            publish(&mut s, epoch, first.items()).await;
             first.commit().await.unwrap();
             let second = q.get_guarded_batch(300).await.unwrap();
             assert_eq!(second.items()[0].0, 300);
-            s.publish_batch(epoch, second.items()).await.unwrap();
+            publish(&mut s, epoch, second.items()).await;
         }
         assert_eq!(
             q.qsize() as u64,
@@ -683,6 +690,74 @@ async fn kafka_fatal_producer_error_is_survived_without_duplicates() {
         "kafka_fatal_producer_error",
         &read_topic(&c).await,
         n,
+        epoch,
+    );
+}
+
+/// Sends a batch like the relay does: again after each retryable error (the sink resumes the
+/// records in flight). Returns the acknowledgement and the errors seen.
+async fn publish(
+    s: &mut KafkaSink,
+    epoch: u64,
+    items: &[(u64, Vec<u8>)],
+) -> (BatchAck, Vec<SinkError>) {
+    let mut errors = Vec::new();
+    loop {
+        match s.publish_batch(epoch, items).await {
+            Ok(ack) => return (ack, errors),
+            Err(e) => {
+                assert!(e.retryable && errors.len() < 30, "{e}");
+                errors.push(e);
+            }
+        }
+    }
+}
+
+/// A producer that fails in the middle of a batch (the first request of the batch stored, the
+/// next one refused, which makes the producer fatal): the sink replaces it, reads the mark and
+/// sends only the rest of the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_producer_failing_mid_batch_resumes_after_the_stored_prefix() {
+    let c = cluster();
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", c.bootstrap_servers())
+        .set("batch.num.messages", "50"); // a batch of 250 takes several requests
+    let mut s = KafkaSink::with_config(config, TOPIC)
+        .timeouts(Duration::from_secs(1), Duration::from_secs(2));
+    let epoch = 7;
+    let batch = |from: u64, to: u64| -> Vec<(u64, Vec<u8>)> {
+        (from..to).map(|i| (i, payload(i, 64))).collect()
+    };
+    assert_eq!(s.last_forwarded().await.unwrap(), None);
+    assert_eq!(
+        publish(&mut s, epoch, &batch(0, 50)).await.0,
+        BatchAck::default()
+    );
+    c.request_errors(
+        RDKafkaApiKey::Produce,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+        ],
+    );
+    let items = batch(50, 300);
+    let (ack, errors) = publish(&mut s, epoch, &items).await;
+    eprintln!("errors before the batch went through: {errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.message.contains("OutOfOrderSequence") || e.message.contains("Fatal")),
+        "the injected failure was reported"
+    );
+    // The first request of the batch got no error: a prefix of it was stored by the failed
+    // producer, and the new one skipped it.
+    eprintln!("the new producer skipped {} stored items", ack.duplicates);
+    assert!(ack.duplicates >= 1 && ack.duplicates < 250);
+    check_exactly_once(
+        "kafka_producer_failing_mid_batch",
+        &read_topic(&c).await,
+        300,
         epoch,
     );
 }

@@ -761,3 +761,31 @@ async fn kafka_producer_failing_mid_batch_resumes_after_the_stored_prefix() {
         epoch,
     );
 }
+
+/// The relay does not create topics: a missing one is a permanent error that says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_missing_topic_is_a_clear_error() {
+    let c = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    fill(&path, 0, 10).await;
+    let q = Queue::<Vec<u8>, Raw>::builder(&path).open().await.unwrap();
+    let mut s = KafkaSink::new(&c.bootstrap_servers(), "no-such-topic");
+    let r = relay(
+        &q,
+        &mut s,
+        &opts(),
+        &RelayStats::default(),
+        std::future::pending(),
+    )
+    .await;
+    let Err(RelayError::Sink(e)) = r else {
+        panic!("expected a permanent sink error, got {r:?}")
+    };
+    eprintln!("reported: {e}");
+    assert!(
+        !e.retryable && e.message.contains("topic no-such-topic does not exist"),
+        "{e}"
+    );
+    assert_eq!(q.qsize(), 10);
+}

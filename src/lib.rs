@@ -57,7 +57,7 @@ pub mod inspect;
 mod map;
 mod queue;
 mod recovery;
-#[cfg(feature = "nats")]
+#[cfg(any(feature = "nats", feature = "kafka"))]
 pub mod relay;
 mod ring;
 mod storage;

@@ -1,19 +1,24 @@
-//! Relaying a ringq file to and from a distributed log (NATS JetStream), at least once.
+//! Relaying a ringq file to and from a distributed log (NATS JetStream, Kafka), at least once.
 //!
 //! The drain direction ([`relay`]) takes a guarded batch from a `Queue<Vec<u8>, Raw>`, hands
 //! it to a [`Sink`], and commits the batch in the local queue only once the sink has
 //! acknowledged every item. Anything that goes wrong before that (a timeout, a broker restart,
 //! Ctrl-C, `kill -9` of the relay) leaves the batch in the queue, and it is sent again with the
-//! same identities (`<epoch>-<seq>`), which the broker uses to drop the repeats.
+//! same identities (`<epoch>-<seq>`), which the broker (or the consumer) uses to drop the
+//! repeats.
 //!
 //! At start the loop asks the sink for the last item it holds from this queue
 //! ([`Sink::last_forwarded`]) and commits, without sending, every item up to it: a relay
 //! restarted after the broker's duplicate window still adds no duplicate.
 //!
 //! The engine lives behind the [`Sink`] trait so the loop can be tested with a fake;
-//! [`nats`] holds the JetStream sink and the reverse direction (JetStream → local queue).
-//! See `docs/relay.md` for the guarantees and the figures.
+//! `nats` (feature `nats`) holds the JetStream sink and the reverse direction (JetStream →
+//! local queue), `kafka` (feature `kafka`) the Kafka sink. See `docs/relay.md` for the
+//! guarantees and the figures.
 
+#[cfg(feature = "kafka")]
+pub mod kafka;
+#[cfg(feature = "nats")]
 pub mod nats;
 
 use std::future::Future;

@@ -202,6 +202,27 @@ fn verify_finds_a_flipped_byte_and_repair_keeps_the_rest() {
     assert_eq!(backups, 1, "a sound file is not backed up again");
 }
 
+/// Built without the `kafka` feature, a kafka:// URL says how to get it, and creates nothing.
+#[cfg(all(feature = "nats", not(feature = "kafka")))]
+#[test]
+fn relay_to_kafka_without_the_feature_says_how_to_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let out = ringq()
+        .arg("relay")
+        .arg(&path)
+        .args(["--to", "kafka://127.0.0.1:9092", "--topic", "jobs"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("built without Kafka support") && err.contains("--features kafka"),
+        "{err}"
+    );
+    assert!(!path.exists());
+}
+
 #[test]
 fn a_missing_file_fails_clearly_and_is_not_created() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,6 +3,8 @@
 mod cli;
 mod crash_kill9;
 mod faults;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod lock;
 mod power_model;
 mod queue;

@@ -10,7 +10,7 @@ mod bench;
 mod common;
 mod pop;
 mod push;
-#[cfg(feature = "nats")]
+#[cfg(any(feature = "nats", feature = "kafka"))]
 mod relay_cmd;
 mod repair;
 mod report;
@@ -78,8 +78,8 @@ enum Command {
     Repair(RepairArgs),
     /// Measure ringq against other queues and print a table.
     Bench(bench::BenchArgs),
-    /// Relay the queue into NATS JetStream (--to) or fill it from a stream (--from).
-    #[cfg(feature = "nats")]
+    /// Relay the queue into NATS JetStream or Kafka (--to), or fill it from a stream (--from).
+    #[cfg(any(feature = "nats", feature = "kafka"))]
     Relay(relay_cmd::RelayArgs),
 }
 
@@ -223,7 +223,7 @@ fn run(command: Command) -> Result<ExitCode, CliError> {
             bench::run(&a).map_err(|e| CliError::Message(e.to_string()))?;
             Ok(ExitCode::SUCCESS)
         }
-        #[cfg(feature = "nats")]
+        #[cfg(any(feature = "nats", feature = "kafka"))]
         Command::Relay(a) => {
             relay_cmd::run(a).map_err(|e| CliError::Message(e.to_string()))?;
             Ok(ExitCode::SUCCESS)

@@ -1,4 +1,4 @@
-//! `ringq relay`: move items between a queue file and NATS JetStream, at least once.
+//! `ringq relay`: move items between a queue file and NATS JetStream or Kafka, at least once.
 
 use std::error::Error;
 use std::io::{IsTerminal, Write};
@@ -7,6 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "kafka")]
+use ringq::relay::kafka::KafkaSink;
+#[cfg(feature = "nats")]
 use ringq::relay::nats::{self, JetStreamSink, PullOptions};
 use ringq::relay::{relay, RelayOptions, RelayStats};
 use ringq::{Queue, Raw};
@@ -14,14 +17,16 @@ use ringq::{Queue, Raw};
 /// Arguments of `ringq relay`.
 #[derive(clap::Args, Debug, Clone)]
 #[command(
-    about = "Relay a queue file into NATS JetStream (--to), or fill it from JetStream (--from)",
+    about = "Relay a queue file into NATS JetStream or Kafka (--to), or fill it from JetStream (--from)",
     after_help = "Examples:\n  ringq relay jobs.q --to nats://127.0.0.1:4222 --subject jobs --stream JOBS\n  \
-                  ringq relay --from nats://127.0.0.1:4222 --subject jobs jobs-copy.q"
+                  ringq relay --from nats://127.0.0.1:4222 --subject jobs jobs-copy.q\n  \
+                  ringq relay jobs.q --to kafka://127.0.0.1:9092 --topic jobs   (built with --features kafka)"
 )]
 pub struct RelayArgs {
     /// The queue file (created if missing).
     pub file: PathBuf,
-    /// Drain the queue into JetStream at this server (nats://HOST:PORT).
+    /// Drain the queue into JetStream at this server (nats://HOST:PORT), or into Kafka at
+    /// these brokers (kafka://HOST:PORT[,HOST:PORT...]).
     #[arg(
         long,
         value_name = "URL",
@@ -32,8 +37,9 @@ pub struct RelayArgs {
     /// Fill the queue from a durable JetStream pull consumer at this server.
     #[arg(long, value_name = "URL")]
     pub from: Option<String>,
-    /// The subject to publish to (--to) or consume (--from). Give each queue its own subject.
-    #[arg(long)]
+    /// The subject to publish to (--to) or consume (--from); for Kafka, the topic (alias
+    /// --topic; the relay writes to its partition 0). Give each queue its own.
+    #[arg(long, visible_alias = "topic")]
     pub subject: String,
     /// The stream (--to: created with a 10 min duplicate window if missing). By default the
     /// stream that takes the subject.
@@ -89,18 +95,63 @@ async fn stop_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-async fn run_async(args: RelayArgs) -> Result<(), Box<dyn Error>> {
+/// The broker a URL names, in the build's features.
+enum Broker {
+    #[cfg(feature = "nats")]
+    Nats(String),
+    #[cfg(feature = "kafka")]
+    Kafka(String),
+}
+
+/// The broker of `--to` or `--from`, checked against the other arguments.
+fn broker(args: &RelayArgs) -> Result<Broker, String> {
     let url = args
         .to
         .as_deref()
         .or(args.from.as_deref())
         .ok_or("give --to URL or --from URL")?;
+    match url.strip_prefix("kafka://") {
+        #[cfg(feature = "kafka")]
+        Some(_) if args.from.is_some() => Err(
+            "the Kafka relay only drains a queue (--to kafka://...); --from is NATS only".into(),
+        ),
+        #[cfg(feature = "kafka")]
+        Some(_) if args.stream.is_some() => {
+            Err("--stream is for NATS; with Kafka, --topic names the topic".into())
+        }
+        #[cfg(feature = "kafka")]
+        Some(hosts) => Ok(Broker::Kafka(hosts.trim_end_matches('/').to_string())),
+        #[cfg(not(feature = "kafka"))]
+        Some(_) => Err(
+            "this ringq was built without Kafka support: rebuild it with \
+                        `--features kafka` (cargo install ringq --features kafka)"
+                .into(),
+        ),
+        #[cfg(feature = "nats")]
+        None => Ok(Broker::Nats(url.to_string())),
+        #[cfg(not(feature = "nats"))]
+        None => Err(format!(
+            "{url}: this ringq relays to Kafka only (kafka://HOST:PORT); rebuild it with \
+             `--features nats` for NATS"
+        )),
+    }
+}
+
+fn relay_options(args: &RelayArgs) -> RelayOptions {
+    RelayOptions {
+        batch: args.batch.max(1),
+        until_empty: args.drain,
+        ..Default::default()
+    }
+}
+
+async fn run_async(args: RelayArgs) -> Result<(), Box<dyn Error>> {
+    let broker = broker(&args)?;
     let mut builder = Queue::<Vec<u8>, Raw>::builder(&args.file);
     if let Some(b) = args.max_bytes {
         builder = builder.max_bytes(b);
     }
     let queue = builder.open().await?;
-    let client = nats::connect(url).await?;
     let stats = Arc::new(RelayStats::default());
     let progress = tokio::spawn(report(
         queue.clone(),
@@ -108,14 +159,29 @@ async fn run_async(args: RelayArgs) -> Result<(), Box<dyn Error>> {
         args.clone(),
         false,
     ));
+    let result = match broker {
+        #[cfg(feature = "nats")]
+        Broker::Nats(url) => with_nats(&queue, &url, &args, &stats).await,
+        #[cfg(feature = "kafka")]
+        Broker::Kafka(hosts) => to_kafka(&queue, &hosts, &args, &stats).await,
+    };
+    progress.abort();
+    // The last line, whatever happened.
+    report(queue.clone(), Arc::clone(&stats), args, true).await;
+    result
+}
+
+#[cfg(feature = "nats")]
+async fn with_nats(
+    queue: &Queue<Vec<u8>, Raw>,
+    url: &str,
+    args: &RelayArgs,
+    stats: &RelayStats,
+) -> Result<(), Box<dyn Error>> {
+    let client = nats::connect(url).await?;
     let result: Result<(), Box<dyn Error>> = if args.to.is_some() {
         let mut sink = JetStreamSink::new(client.clone(), &args.subject, args.stream.clone(), true);
-        let opts = RelayOptions {
-            batch: args.batch.max(1),
-            until_empty: args.drain,
-            ..Default::default()
-        };
-        relay(&queue, &mut sink, &opts, &stats, stop_signal())
+        relay(queue, &mut sink, &relay_options(args), stats, stop_signal())
             .await
             .map_err(Into::into)
     } else {
@@ -127,15 +193,24 @@ async fn run_async(args: RelayArgs) -> Result<(), Box<dyn Error>> {
             until_idle: args.drain,
             ack_wait: Duration::from_secs_f64(args.ack_wait.max(0.1)),
         };
-        nats::pull(&queue, client.clone(), &opts, &stats, stop_signal())
+        nats::pull(queue, client.clone(), &opts, stats, stop_signal())
             .await
             .map_err(Into::into)
     };
-    progress.abort();
     let _ = client.flush().await;
-    // The last line, whatever happened.
-    report(queue.clone(), Arc::clone(&stats), args, true).await;
     result
+}
+
+#[cfg(feature = "kafka")]
+async fn to_kafka(
+    queue: &Queue<Vec<u8>, Raw>,
+    hosts: &str,
+    args: &RelayArgs,
+    stats: &RelayStats,
+) -> Result<(), Box<dyn Error>> {
+    let mut sink = KafkaSink::new(hosts, &args.subject);
+    relay(queue, &mut sink, &relay_options(args), stats, stop_signal()).await?;
+    Ok(())
 }
 
 /// Prints progress every interval (a `\r` line on a terminal, JSON lines with `--json`), or

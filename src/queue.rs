@@ -1060,6 +1060,9 @@ impl Committer {
 }
 
 /// The flusher thread: one commit at a time, covering every request made before it started.
+/// The longest a commit waits to gather callers (see `flusher_loop`).
+const MAX_GATHER: Duration = Duration::from_millis(2);
+
 fn flusher_loop(inner: Weak<Inner>, committer: Arc<Committer>, period: Option<Duration>) {
     let mut done = 0u64;
     let mut last = Instant::now();
@@ -1093,12 +1096,23 @@ fn flusher_loop(inner: Weak<Inner>, committer: Arc<Committer>, period: Option<Du
             }
         };
         if last_batch > 1 {
-            std::thread::sleep((last_cost / 8).min(Duration::from_micros(200)));
-            target = committer
-                .requests
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .requested;
+            // The callers the last commit served are on their way back (each woken task puts
+            // again): wait until as many have asked, for at most half a commit's cost, so
+            // one flush serves them all instead of the first few.
+            let deadline = Instant::now() + (last_cost / 2).min(MAX_GATHER);
+            let mut r = committer.requests.lock().unwrap_or_else(|p| p.into_inner());
+            while r.requested - done < last_batch && !r.stop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                r = committer
+                    .wake
+                    .wait_timeout(r, left)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
+            }
+            target = r.requested;
         }
         let Some(q) = inner.upgrade() else {
             return;

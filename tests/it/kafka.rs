@@ -72,6 +72,25 @@ async fn fill(path: &Path, from: u64, to: u64) -> u64 {
     q.epoch()
 }
 
+/// Runs a relay from `q` into the cluster on its own task, until it has nothing left to do.
+fn spawn_relay(
+    q: &Queue<Vec<u8>, Raw>,
+    c: &Cluster,
+    stats: &Arc<RelayStats>,
+) -> tokio::task::JoinHandle<Result<(), RelayError>> {
+    let (q, stats, mut sink) = (q.clone(), Arc::clone(stats), sink(c));
+    tokio::spawn(async move { relay(&q, &mut sink, &opts(), &stats, std::future::pending()).await })
+}
+
+/// Waits (bounded) for a relay task that must succeed.
+async fn finish(task: tokio::task::JoinHandle<Result<(), RelayError>>) {
+    tokio::time::timeout(Duration::from_secs(120), task)
+        .await
+        .expect("relay finished")
+        .unwrap()
+        .unwrap();
+}
+
 fn opts() -> RelayOptions {
     RelayOptions {
         batch: BATCH,
@@ -351,12 +370,7 @@ async fn kafka_brokers_down_mid_run_then_up() {
     let epoch = fill(&path, 0, n).await;
     let q = Queue::<Vec<u8>, Raw>::builder(&path).open().await.unwrap();
     let stats = Arc::new(RelayStats::default());
-    let task = {
-        let (q, stats, mut sink) = (q.clone(), Arc::clone(&stats), sink(&c));
-        tokio::spawn(
-            async move { relay(&q, &mut sink, &opts(), &stats, std::future::pending()).await },
-        )
-    };
+    let task = spawn_relay(&q, &c, &stats);
     wait_for(&stats, n / 4, &task).await;
     c.broker_down(-1).unwrap();
     let at_down = stats.relayed.load(Ordering::Relaxed);
@@ -379,11 +393,7 @@ async fn kafka_brokers_down_mid_run_then_up() {
         stats.last_error()
     );
     c.broker_up(-1).unwrap();
-    tokio::time::timeout(Duration::from_secs(120), task)
-        .await
-        .expect("relay finished")
-        .unwrap()
-        .unwrap();
+    finish(task).await;
     let got = read_topic(&c).await;
     // The records in flight at the outage were waited for, not sent again: nothing repeats.
     check_exactly_once("kafka_brokers_down_mid_run", &got, n, epoch);
@@ -399,23 +409,14 @@ async fn kafka_brokers_down_at_start_then_up() {
     let epoch = fill(&path, 0, n).await;
     let q = Queue::<Vec<u8>, Raw>::builder(&path).open().await.unwrap();
     let stats = Arc::new(RelayStats::default());
-    let task = {
-        let (q, stats, mut sink) = (q.clone(), Arc::clone(&stats), sink(&c));
-        tokio::spawn(
-            async move { relay(&q, &mut sink, &opts(), &stats, std::future::pending()).await },
-        )
-    };
+    let task = spawn_relay(&q, &c, &stats);
     tokio::time::sleep(Duration::from_millis(3000)).await;
     assert!(!task.is_finished());
     assert_eq!(stats.relayed.load(Ordering::Relaxed), 0);
     assert!(stats.retries.load(Ordering::Relaxed) > 0);
     assert_eq!(q.qsize() as u64, n);
     c.broker_up(-1).unwrap();
-    tokio::time::timeout(Duration::from_secs(120), task)
-        .await
-        .expect("relay finished")
-        .unwrap()
-        .unwrap();
+    finish(task).await;
     check_exactly_once(
         "kafka_brokers_down_at_start",
         &read_topic(&c).await,
@@ -435,12 +436,7 @@ async fn kafka_retriable_produce_errors_add_no_duplicate() {
     let epoch = fill(&path, 0, n).await;
     let q = Queue::<Vec<u8>, Raw>::builder(&path).open().await.unwrap();
     let stats = Arc::new(RelayStats::default());
-    let task = {
-        let (q, stats, mut sink) = (q.clone(), Arc::clone(&stats), sink(&c));
-        tokio::spawn(
-            async move { relay(&q, &mut sink, &opts(), &stats, std::future::pending()).await },
-        )
-    };
+    let task = spawn_relay(&q, &c, &stats);
     let injected = [
         RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
         RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
@@ -452,11 +448,7 @@ async fn kafka_retriable_produce_errors_add_no_duplicate() {
         wait_for(&stats, k * n / 5, &task).await;
         c.request_errors(RDKafkaApiKey::Produce, &injected);
     }
-    tokio::time::timeout(Duration::from_secs(120), task)
-        .await
-        .expect("relay finished")
-        .unwrap()
-        .unwrap();
+    finish(task).await;
     eprintln!(
         "retriable produce errors: {} injected, relay retries {}",
         4 * injected.len(),
@@ -481,12 +473,7 @@ async fn kafka_permanent_produce_error_stops_the_relay_and_keeps_the_batch() {
     let epoch = fill(&path, 0, n).await;
     let q = Queue::<Vec<u8>, Raw>::builder(&path).open().await.unwrap();
     let stats = Arc::new(RelayStats::default());
-    let task = {
-        let (q, stats, mut sink) = (q.clone(), Arc::clone(&stats), sink(&c));
-        tokio::spawn(
-            async move { relay(&q, &mut sink, &opts(), &stats, std::future::pending()).await },
-        )
-    };
+    let task = spawn_relay(&q, &c, &stats);
     wait_for(&stats, n / 3, &task).await;
     c.request_errors(
         RDKafkaApiKey::Produce,
@@ -645,12 +632,7 @@ async fn kafka_fatal_producer_error_is_survived_without_duplicates() {
     let epoch = fill(&path, 0, n).await;
     let q = Queue::<Vec<u8>, Raw>::builder(&path).open().await.unwrap();
     let stats = Arc::new(RelayStats::default());
-    let task = {
-        let (q, stats, mut sink) = (q.clone(), Arc::clone(&stats), sink(&c));
-        tokio::spawn(
-            async move { relay(&q, &mut sink, &opts(), &stats, std::future::pending()).await },
-        )
-    };
+    let task = spawn_relay(&q, &c, &stats);
     let mut errors = Vec::new();
     for k in 1..=3 {
         wait_for(&stats, k * n / 4, &task).await;
@@ -674,11 +656,7 @@ async fn kafka_fatal_producer_error_is_survived_without_duplicates() {
             errors.push(e);
         }
     }
-    tokio::time::timeout(Duration::from_secs(120), task)
-        .await
-        .expect("relay finished")
-        .unwrap()
-        .unwrap();
+    finish(task).await;
     errors.dedup();
     eprintln!(
         "fatal producer errors: retries {}, items the new producer found stored {}, errors: \

@@ -46,6 +46,15 @@ fn print_stats(name: &str, seed: u64, stats: &Stats) {
     }
 }
 
+/// One random sequence of 60 operations drawn from `seed`, crashing after a random third of
+/// the steps; on failure, what went wrong and the operations.
+fn random_case(seed: u64, stats: &mut Stats) -> Result<(), (String, Vec<model::Op>)> {
+    let ops = model::random_ops(&mut Rng(seed), 60);
+    let mut pick = Rng(seed ^ 0xABCD);
+    let mut crash_here = |_: usize| pick.below(3) == 0;
+    run_scenario(&ops, &mut crash_here, &Tear::ALL, &UNITS, seed, stats).map_err(|e| (e, ops))
+}
+
 /// Random sequences, crashing after a random third of the steps.
 #[test]
 fn power_cut_random_sequences() {
@@ -54,11 +63,7 @@ fn power_cut_random_sequences() {
     let mut stats = Stats::default();
     for case in 0..cases {
         let s = base.wrapping_add(case.wrapping_mul(0x9E37_79B9));
-        let mut rng = Rng(s);
-        let ops = model::random_ops(&mut rng, 60);
-        let mut pick = Rng(s ^ 0xABCD);
-        let mut crash_here = |_: usize| pick.below(3) == 0;
-        if let Err(e) = run_scenario(&ops, &mut crash_here, &Tear::ALL, &UNITS, s, &mut stats) {
+        if let Err((e, ops)) = random_case(s, &mut stats) {
             panic!("{e}\nreproduce with RINGQ_MODEL_SEED={s} RINGQ_MODEL_CASES=1\nops: {ops:?}");
         }
     }
@@ -279,12 +284,7 @@ const FOUND_SCENARIOS: &[u64] = &[398_165_365_351];
 #[test]
 fn power_cut_found_scenarios() {
     for &s in FOUND_SCENARIOS {
-        let mut stats = Stats::default();
-        let mut rng = Rng(s);
-        let ops = model::random_ops(&mut rng, 60);
-        let mut pick = Rng(s ^ 0xABCD);
-        let mut crash_here = |_: usize| pick.below(3) == 0;
-        if let Err(e) = run_scenario(&ops, &mut crash_here, &Tear::ALL, &UNITS, s, &mut stats) {
+        if let Err((e, _)) = random_case(s, &mut Stats::default()) {
             panic!("{e}");
         }
     }

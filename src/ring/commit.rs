@@ -1,0 +1,185 @@
+//! The durable commit: flush what was written, then the inactive slot, then its page.
+
+use std::ops::Range;
+
+use super::RingFile;
+use crate::error::{Error, Result};
+use crate::format::{
+    self, Slot, FLAG_CLEAN, FORMAT_VERSION, MAX_SEQ, PAGE, SEQ_RESERVATION, SLOT_MAGIC,
+    SLOT_OFFSETS,
+};
+use crate::recovery::Pos;
+use crate::storage::Storage;
+
+impl<S: Storage> RingFile<S> {
+    /// True when something changed since the last commit.
+    pub fn needs_commit(&self) -> bool {
+        !self.dirty.is_empty()
+            || self.committed != self.tail
+            || self.durable_head() != self.committed_head
+            || self.source_seq != self.committed_source
+    }
+    // ---------------------------------------------------------------- commit
+
+    /// The durable commit: flushes every record written since the last commit, then writes
+    /// the inactive header slot naming them and flushes it. When this returns `Ok`, every
+    /// push and removal before it survives a power cut.
+    ///
+    /// A failed flush poisons the ring: every later `sync` fails until it is reopened.
+    pub fn sync(&mut self) -> Result<()> {
+        self.commit()
+    }
+
+    pub(super) fn poison_error(&self, cause: String) -> Error {
+        Error::Poisoned {
+            path: self.path_buf(),
+            cause,
+        }
+    }
+
+    pub(crate) fn commit(&mut self) -> Result<()> {
+        self.commit_with(false)
+    }
+
+    pub(super) fn commit_with(&mut self, clean: bool) -> Result<()> {
+        // Ranges a concurrent commit is still flushing must be durable before this slot too.
+        let others = std::mem::take(&mut self.in_flight);
+        for r in &others {
+            if let Err(e) = self.storage.flush(r.start, r.len()) {
+                return Err(self.fail_commit(e));
+            }
+        }
+        let plan = self.prepare_commit(clean)?;
+        self.commit_planned(plan)
+    }
+
+    /// Runs a prepared commit to the end on this thread.
+    pub(crate) fn commit_planned(&mut self, plan: CommitPlan) -> Result<()> {
+        for r in &plan.ranges {
+            if let Err(e) = self.storage.flush(r.start, r.len()) {
+                return Err(self.fail_commit(e));
+            }
+        }
+        let page = self.write_slot(&plan)?;
+        if let Some(page) = page {
+            if let Err(e) = self.storage.flush(SLOT_OFFSETS[page], PAGE) {
+                return Err(self.fail_commit(e));
+            }
+        }
+        self.finish_commit(&plan);
+        Ok(())
+    }
+
+    /// Marks the ring poisoned after a failed flush and returns the error to report.
+    pub(crate) fn fail_commit(&mut self, e: std::io::Error) -> Error {
+        let msg = e.to_string();
+        log::error!("{}: flush failed: {msg}", self.path_buf().display());
+        self.poisoned.get_or_insert(msg);
+        self.io_err("cannot flush", e)
+    }
+
+    /// Step 1 of a commit: what to flush. Clears the dirty list.
+    pub(crate) fn prepare_commit(&mut self, clean: bool) -> Result<CommitPlan> {
+        if let Some(msg) = &self.poisoned {
+            return Err(self.poison_error(msg.clone()));
+        }
+        let seq_limit = if clean {
+            self.next_seq()
+        } else {
+            self.next_seq()
+                .saturating_add(SEQ_RESERVATION)
+                .min(MAX_SEQ)
+                .max(self.seq_limit)
+        };
+        // Keep the list's capacity: an empty-capacity list makes the next `mark_dirty` fall
+        // back to flushing the whole ring.
+        let ranges = std::mem::replace(&mut self.dirty, Vec::with_capacity(8));
+        self.in_flight.clone_from(&ranges);
+        Ok(CommitPlan {
+            ranges,
+            head: self.durable_head(),
+            tail: self.tail,
+            seq_limit,
+            source_seq: self.source_seq,
+            generation: self.generation,
+            clean,
+        })
+    }
+
+    /// Step 2, after the plan's ranges are flushed: writes the slot into the inactive page
+    /// and returns that page, or `None` when another commit wrote a slot in between (it
+    /// flushed this plan's ranges too, and covered everything the plan did).
+    pub(crate) fn write_slot(&mut self, plan: &CommitPlan) -> Result<Option<usize>> {
+        if let Some(msg) = &self.poisoned {
+            return Err(self.poison_error(msg.clone()));
+        }
+        if plan.generation != self.generation {
+            return Ok(None);
+        }
+        let page = 1 - self.active_slot;
+        let slot = Slot {
+            magic: SLOT_MAGIC,
+            version: FORMAT_VERSION,
+            flags: if plan.clean { FLAG_CLEAN } else { 0 }
+                | if plan.source_seq.is_some() {
+                    format::FLAG_SOURCE
+                } else {
+                    0
+                },
+            encoding: self.encoding,
+            epoch: self.epoch,
+            generation: self.generation + 1,
+            capacity: self.cap as u64,
+            head_off: plan.head.off as u64,
+            head_seq: plan.head.seq,
+            tail_off: plan.tail.off as u64,
+            next_seq: plan.tail.seq,
+            seq_limit: plan.seq_limit,
+            source_seq: plan.source_seq.unwrap_or(0),
+            ..Slot::default()
+        };
+        let at = SLOT_OFFSETS[page];
+        self.storage.bytes_mut()[at..at + format::SLOT_SIZE].copy_from_slice(&slot.encode());
+        self.generation += 1;
+        self.active_slot = page;
+        Ok(Some(page))
+    }
+
+    /// Step 3, after the slot page is flushed.
+    pub(crate) fn finish_commit(&mut self, plan: &CommitPlan) {
+        self.in_flight.clear();
+        if plan.generation + 1 == self.generation {
+            self.committed = plan.tail;
+            self.committed_head = plan.head;
+            self.seq_limit = self.seq_limit.max(plan.seq_limit);
+            self.committed_source = plan.source_seq;
+        }
+        self.commit_count += 1;
+    }
+
+    /// Closes the ring with a final durable commit marked clean, and returns the storage.
+    pub fn close(mut self) -> Result<S> {
+        self.commit_with(true)?;
+        Ok(self.into_storage())
+    }
+
+    /// A handle that flushes ranges while this ring keeps working, if the storage has one.
+    pub(crate) fn concurrent_flusher(
+        &self,
+    ) -> Option<std::sync::Arc<dyn crate::storage::ConcurrentFlush>> {
+        self.storage.concurrent_flusher()
+    }
+}
+
+/// A prepared durable commit: what to flush, then the slot to write.
+#[derive(Debug)]
+pub(crate) struct CommitPlan {
+    pub ranges: Vec<Range<usize>>,
+    head: Pos,
+    tail: Pos,
+    seq_limit: u64,
+    source_seq: Option<u64>,
+    /// The slot generation when the plan was made; a slot written since makes it stale.
+    generation: u64,
+    clean: bool,
+}

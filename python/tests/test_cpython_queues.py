@@ -235,6 +235,19 @@ async def test_get_with_waiting_putters(tmp_path):
     await asyncio.gather(pa, pb)
 
 
+async def test_getters_served_in_arrival_order(tmp_path):
+    # (No single CPython test: the rule test_get_with_waiting_putters checks for putters, here
+    # for getters, which asyncio wakes first-come first-served.)
+    q = await make(tmp_path)
+    getters = []
+    for _ in range(5):
+        getters.append(asyncio.ensure_future(q.get()))
+        await settle()
+    for i in range(5):
+        await q.put(i)
+    assert await asyncio.wait_for(asyncio.gather(*getters), WAIT) == [0, 1, 2, 3, 4]
+
+
 async def test_why_are_getters_waiting(tmp_path):
     # CPython: QueueGetTests.test_why_are_getters_waiting
     q = await make(tmp_path, maxsize=1)

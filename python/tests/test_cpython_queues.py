@@ -19,12 +19,14 @@ the public API (a real waiting task; ``repr``/``str``, which list waiting getter
 unfinished tasks as asyncio's do).
 
 Not carried over: ``LifoQueueTests``, ``PriorityQueueTests`` and the Lifo/Priority variants of
-the join and shutdown tests (ringq, like aiodiskqueue, has only the FIFO queue).
+the join and shutdown tests (ringq, like aiodiskqueue, has only the FIFO queue). One case of
+the older (3.7) file, ``test_get_cancelled``, is kept too.
 
 Differences on purpose are ``xfail(strict=True)`` and listed in docs/python.md.
 """
 
 import asyncio
+import sys
 import types
 
 import pytest
@@ -94,6 +96,7 @@ async def test_repr_shows_the_items(tmp_path, fn):
     assert "_queue=[1]" in fn(q), fn(q)
 
 
+@pytest.mark.skipif(sys.version_info < (3, 9), reason="types.GenericAlias is 3.9+")
 def test_generic_alias():
     # CPython: QueueBasicTests.test_generic_alias
     alias = Queue[int]
@@ -209,6 +212,17 @@ async def test_nonblocking_get_exception(tmp_path):
     q = await make(tmp_path)
     with pytest.raises(asyncio.QueueEmpty):
         await q.get_nowait()
+
+
+async def test_get_cancelled(tmp_path):
+    # CPython (3.7-era file): QueueGetTests.test_get_cancelled. A get under a timeout that
+    # the item beats returns the item.
+    q = await make(tmp_path)
+    get_task = asyncio.ensure_future(asyncio.wait_for(q.get(), 1.0))
+    await asyncio.sleep(0.01)  # the get waits
+    await q.put_nowait(1)
+    assert await get_task == 1
+    assert q.empty()
 
 
 async def test_get_cancelled_race(tmp_path):

@@ -176,6 +176,45 @@ async def test_guarded_commit_counts_as_task_done(qpath):
     await asyncio.wait_for(q.join(), 2)
 
 
+def _refuse_to_unpickle():
+    raise RuntimeError("this item does not unpickle")
+
+
+class Undecodable:
+    """Pickles fine; unpickling it raises."""
+
+    def __reduce__(self):
+        return (_refuse_to_unpickle, ())
+
+
+async def test_guarded_item_that_does_not_unpickle_is_dropped_and_counted_as_done(qpath):
+    q = await Queue.create(qpath, maxsize=1)
+    await q.put(Undecodable())
+    with pytest.raises(RuntimeError, match="does not unpickle"):
+        async with q.get_guarded():
+            pass
+    assert q.empty()
+    # Removed for good, so its task is finished (nobody can task_done an item they never got)
+    await asyncio.wait_for(q.join(), 2)
+    with pytest.raises(ValueError):
+        await q.task_done()
+    await q.put_nowait("room is back")
+
+
+async def test_plain_get_of_an_item_that_does_not_unpickle(qpath):
+    # As asyncio's rule for a get: the item is gone, its task unfinished until task_done.
+    q = await Queue.create(qpath)
+    await q.put(Undecodable())
+    with pytest.raises(RuntimeError, match="does not unpickle"):
+        await q.get()
+    assert q.empty()
+    join = asyncio.ensure_future(q.join())
+    await asyncio.sleep(0)
+    assert not join.done()
+    await q.task_done()
+    await asyncio.wait_for(join, 2)
+
+
 async def test_guarded_item_not_committed_comes_back_after_del(qpath):
     q = await Queue.create(qpath)
     await q.put("a")

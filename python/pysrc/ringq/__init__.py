@@ -181,10 +181,12 @@ class _Guard:
         try:
             return q._loads(data)
         except BaseException:
-            # An item that does not decode would come back forever: remove it.
+            # An item that does not decode would come back forever: remove it. Its task is
+            # finished too, as a commit's is: the caller never had an item to task_done.
             q._core.commit(seq)
             self._seq = None
             q._after_removal()
+            q._task_done(strict=False)
             raise
 
     async def __aexit__(self, exc_type, exc, tb):
@@ -203,7 +205,7 @@ class _Guard:
             if q._shutdown == "immediate":
                 # Back in the file, but no get of this queue can take it any more: its task
                 # is counted as finished, as the items queued at the shutdown were.
-                q._task_done()
+                q._task_done(strict=False)
             with q._lock:
                 q._wakeup_next(q._getters)
         return False
@@ -527,9 +529,13 @@ class Queue:
 
     # ------------------------------------------------------------------ tasks
 
-    def _task_done(self):
+    def _task_done(self, strict=True):
+        """Counts one task finished; ``strict=False`` (the queue's own bookkeeping) ignores
+        a count already at 0 (the caller ran task_done too often) instead of raising."""
         with self._lock:
             if self._unfinished_tasks <= 0:
+                if not strict:
+                    return
                 raise ValueError("task_done() called too many times")
             self._unfinished_tasks -= 1
             if self._unfinished_tasks == 0:
@@ -540,14 +546,7 @@ class Queue:
     async def task_done(self):
         """Marks a gotten item as processed; raises ValueError when called more times than
         items were gotten."""
-        with self._lock:
-            if self._unfinished_tasks <= 0:
-                raise ValueError("task_done() called too many times")
-            self._unfinished_tasks -= 1
-            if self._unfinished_tasks == 0 and self._joiners:
-                joiners, self._joiners = self._joiners, []
-                for fut in joiners:
-                    _wake(fut)
+        self._task_done()
 
     async def join(self):
         """Waits until every item put (or found in the file) has been gotten and processed."""

@@ -32,7 +32,7 @@ import types
 import pytest
 
 import ringq
-from ringq import Queue, QueueEmpty, QueueFull, QueueShutDown
+from ringq import Queue, QueueFull, QueueShutDown
 
 WAIT = 5  # seconds: a bound on every await that could hang if the queue misbehaved
 

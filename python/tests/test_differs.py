@@ -63,6 +63,33 @@ async def test_close_releases_the_lock_and_later_calls_fail(qpath):
     assert await other.get() == 1
 
 
+async def test_close_wakes_waiting_gets_and_puts_with_value_error(qpath):
+    q = await Queue.create(qpath, maxsize=1)
+    getter = asyncio.ensure_future(q.get())
+    await asyncio.sleep(0)
+    other = await Queue.create(qpath.with_name("full.q"), maxsize=1)
+    await other.put(1)
+    putter = asyncio.ensure_future(other.put(2))
+    await asyncio.sleep(0)
+    q.close()
+    other.close()
+    await asyncio.sleep(0.05)
+    for waiter in (getter, putter):  # they would wait forever on a file nobody can reach
+        assert waiter.done()
+        with pytest.raises(ValueError, match="closed"):
+            await waiter
+
+
+async def test_waiter_cancelled_after_close_raises_cancelled_error(qpath):
+    q = await Queue.create(qpath)
+    getter = asyncio.ensure_future(q.get())
+    await asyncio.sleep(0)
+    q.close()
+    getter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await getter
+
+
 async def test_damaged_record_is_skipped_and_intact_items_kept(qpath):
     q = await Queue.create(qpath)
     items = [("item", i, "x" * 200) for i in range(40)]

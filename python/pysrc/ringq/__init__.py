@@ -321,12 +321,17 @@ class Queue:
     def close(self):
         """Closes the file (a final durable commit) and releases its lock at once.
 
-        Later operations raise ValueError. ``del q`` does the same when the last reference
-        goes. Idempotent."""
+        Later operations raise ValueError, and so do the gets and puts waiting (they are
+        woken). ``del q`` does the same when the last reference goes. Idempotent."""
         core = self.__dict__.get("_core")
         if core is not None:
             core.close()
             logger.debug("closed %s", core.path)
+            if self._getters or self._putters:
+                with self._lock:
+                    for waiters in (self._getters, self._putters):
+                        while waiters:
+                            _wake(waiters.popleft())
 
     def __del__(self):
         try:
@@ -394,6 +399,19 @@ class Queue:
             if _wake(waiters.popleft(), on_missed):
                 break
 
+    def _count(self):
+        """``qsize()``, or 0 once closed (for the cancel paths, which must not raise)."""
+        try:
+            return len(self._core)
+        except ValueError:
+            return 0
+
+    def _full_or_closed(self):
+        try:
+            return self.full()
+        except ValueError:
+            return True
+
     def _after_removal(self):
         with self._lock:
             self._wakeup_next(self._putters)
@@ -431,7 +449,7 @@ class Queue:
                         self._putters.remove(putter)
                     except ValueError:
                         pass  # already taken off by a wake-up
-                    if not self.full() and not putter.cancelled():
+                    if not self._full_or_closed() and not putter.cancelled():
                         # Woken, but cannot take the room: pass it on.
                         self._wakeup_next(self._putters)
                 raise
@@ -480,7 +498,7 @@ class Queue:
                         self._getters.remove(getter)
                     except ValueError:
                         pass  # already taken off by a wake-up
-                    if len(self._core) and not getter.cancelled():
+                    if self._count() and not getter.cancelled():
                         # Woken, but cancelled before taking the item: pass it on.
                         self._wakeup_next(self._getters)
                 raise

@@ -63,6 +63,33 @@ async def test_close_releases_the_lock_and_later_calls_fail(qpath):
     assert await other.get() == 1
 
 
+async def test_close_wakes_waiting_gets_and_puts_with_value_error(qpath):
+    q = await Queue.create(qpath, maxsize=1)
+    getter = asyncio.ensure_future(q.get())
+    await asyncio.sleep(0)
+    other = await Queue.create(qpath.with_name("full.q"), maxsize=1)
+    await other.put(1)
+    putter = asyncio.ensure_future(other.put(2))
+    await asyncio.sleep(0)
+    q.close()
+    other.close()
+    await asyncio.sleep(0.05)
+    for waiter in (getter, putter):  # they would wait forever on a file nobody can reach
+        assert waiter.done()
+        with pytest.raises(ValueError, match="closed"):
+            await waiter
+
+
+async def test_waiter_cancelled_after_close_raises_cancelled_error(qpath):
+    q = await Queue.create(qpath)
+    getter = asyncio.ensure_future(q.get())
+    await asyncio.sleep(0)
+    q.close()
+    getter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await getter
+
+
 async def test_damaged_record_is_skipped_and_intact_items_kept(qpath):
     q = await Queue.create(qpath)
     items = [("item", i, "x" * 200) for i in range(40)]
@@ -174,6 +201,45 @@ async def test_guarded_commit_counts_as_task_done(qpath):
     async with q.get_guarded():
         pass
     await asyncio.wait_for(q.join(), 2)
+
+
+def _refuse_to_unpickle():
+    raise RuntimeError("this item does not unpickle")
+
+
+class Undecodable:
+    """Pickles fine; unpickling it raises."""
+
+    def __reduce__(self):
+        return (_refuse_to_unpickle, ())
+
+
+async def test_guarded_item_that_does_not_unpickle_is_dropped_and_counted_as_done(qpath):
+    q = await Queue.create(qpath, maxsize=1)
+    await q.put(Undecodable())
+    with pytest.raises(RuntimeError, match="does not unpickle"):
+        async with q.get_guarded():
+            pass
+    assert q.empty()
+    # Removed for good, so its task is finished (nobody can task_done an item they never got)
+    await asyncio.wait_for(q.join(), 2)
+    with pytest.raises(ValueError):
+        await q.task_done()
+    await q.put_nowait("room is back")
+
+
+async def test_plain_get_of_an_item_that_does_not_unpickle(qpath):
+    # As asyncio's rule for a get: the item is gone, its task unfinished until task_done.
+    q = await Queue.create(qpath)
+    await q.put(Undecodable())
+    with pytest.raises(RuntimeError, match="does not unpickle"):
+        await q.get()
+    assert q.empty()
+    join = asyncio.ensure_future(q.join())
+    await asyncio.sleep(0)
+    assert not join.done()
+    await q.task_done()
+    await asyncio.wait_for(join, 2)
 
 
 async def test_guarded_item_not_committed_comes_back_after_del(qpath):

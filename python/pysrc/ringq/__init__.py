@@ -23,7 +23,9 @@ import collections
 import logging
 import os
 import pickle
+import sys
 import threading
+import types
 import weakref
 
 from ._ringq import TAG_PICKLE, TAG_RAW, QueueException, RingCore
@@ -34,6 +36,7 @@ __all__ = [
     "QueueEmpty",
     "QueueFull",
     "QueueLocked",
+    "QueueShutDown",
     "DURABILITIES",
     "SERIALIZERS",
 ]
@@ -58,6 +61,14 @@ class QueueFull(QueueException, asyncio.QueueFull):
 
 class QueueLocked(QueueException, BlockingIOError):
     """The data file is held by another live queue, in this process or another."""
+
+
+# asyncio.QueueShutDown exists from Python 3.13.
+_ASYNCIO_SHUTDOWN = getattr(asyncio, "QueueShutDown", None)
+
+
+class QueueShutDown(QueueException, *((_ASYNCIO_SHUTDOWN,) if _ASYNCIO_SHUTDOWN else ())):
+    """put/get on a queue that was shut down (see ``Queue.shutdown``)."""
 
 
 _CREATE_TOKEN = object()
@@ -170,10 +181,12 @@ class _Guard:
         try:
             return q._loads(data)
         except BaseException:
-            # An item that does not decode would come back forever: remove it.
+            # An item that does not decode would come back forever: remove it. Its task is
+            # finished too, as a commit's is: the caller never had an item to task_done.
             q._core.commit(seq)
             self._seq = None
             q._after_removal()
+            q._task_done(strict=False)
             raise
 
     async def __aexit__(self, exc_type, exc, tb):
@@ -189,6 +202,10 @@ class _Guard:
                 await q._committer.request(True)
         else:
             q._core.release(seq)
+            if q._shutdown == "immediate":
+                # Back in the file, but no get of this queue can take it any more: its task
+                # is counted as finished, as the items queued at the shutdown were.
+                q._task_done(strict=False)
             with q._lock:
                 q._wakeup_next(q._getters)
         return False
@@ -203,6 +220,10 @@ class Queue:
     def __init__(self, *args, **kwargs):
         if kwargs.pop("_token", None) is not _CREATE_TOKEN:
             raise TypeError("use 'await Queue.create(data_path, maxsize)' to make a Queue")
+
+    if sys.version_info >= (3, 9):
+        # ``Queue[Job]`` in annotations, as ``asyncio.Queue[Job]``.
+        __class_getitem__ = classmethod(types.GenericAlias)
 
     @classmethod
     async def create(
@@ -267,6 +288,7 @@ class Queue:
         self._getters = collections.deque()
         self._putters = collections.deque()
         self._joiners = []
+        self._shutdown = None  # None, or "drain" / "immediate" once shutdown() was called
         self._committer = _Committer(core) if durability == "sync" else None
         if durability == "periodic":
             core.start_flusher(float(interval))
@@ -299,12 +321,17 @@ class Queue:
     def close(self):
         """Closes the file (a final durable commit) and releases its lock at once.
 
-        Later operations raise ValueError. ``del q`` does the same when the last reference
-        goes. Idempotent."""
+        Later operations raise ValueError, and so do the gets and puts waiting (they are
+        woken). ``del q`` does the same when the last reference goes. Idempotent."""
         core = self.__dict__.get("_core")
         if core is not None:
             core.close()
             logger.debug("closed %s", core.path)
+            if self._getters or self._putters:
+                with self._lock:
+                    for waiters in (self._getters, self._putters):
+                        while waiters:
+                            _wake(waiters.popleft())
 
     def __del__(self):
         try:
@@ -313,14 +340,31 @@ class Queue:
             logger.warning("closing the queue failed: %s", e)
 
     def __repr__(self):
+        return f"<{type(self).__name__} at {id(self):#x} {self._format()}>"
+
+    def __str__(self):
+        return f"<{type(self).__name__} {self._format()}>"
+
+    def _format(self):
+        """asyncio.Queue's format, with ``qsize=N`` where asyncio lists the items (they are
+        on disk; showing them would unpickle them) and the file's path."""
         core = self.__dict__.get("_core")
         if core is None:
-            return f"<{type(self).__name__} (not created)>"
-        state = "closed" if core.closed else f"qsize={len(core)}"
-        return (
-            f"<{type(self).__name__} {str(core.path)!r} maxsize={self._maxsize} {state}"
-            f" tasks={self._unfinished_tasks}>"
-        )
+            return "(not created)"
+        parts = [f"path={str(core.path)!r}", f"maxsize={self._maxsize!r}"]
+        if core.closed:
+            parts.append("closed")
+        elif len(core):
+            parts.append(f"qsize={len(core)}")
+        if self._getters:
+            parts.append(f"_getters[{len(self._getters)}]")
+        if self._putters:
+            parts.append(f"_putters[{len(self._putters)}]")
+        if self._unfinished_tasks:
+            parts.append(f"tasks={self._unfinished_tasks}")
+        if self._shutdown:
+            parts.append("shutdown")
+        return " ".join(parts)
 
     # ------------------------------------------------------------------ sizes
 
@@ -355,6 +399,19 @@ class Queue:
             if _wake(waiters.popleft(), on_missed):
                 break
 
+    def _count(self):
+        """``qsize()``, or 0 once closed (for the cancel paths, which must not raise)."""
+        try:
+            return len(self._core)
+        except ValueError:
+            return 0
+
+    def _full_or_closed(self):
+        try:
+            return self.full()
+        except ValueError:
+            return True
+
     def _after_removal(self):
         with self._lock:
             self._wakeup_next(self._putters)
@@ -365,11 +422,16 @@ class Queue:
         """Puts an item into the queue, waiting while it is full.
 
         Cancelled while waiting for room, it puts nothing. Under ``durability="sync"`` it
-        returns once the item is on disk; cancelled during that wait, the item stays put."""
+        returns once the item is on disk; cancelled during that wait, the item stays put.
+        Raises QueueShutDown once the queue is shut down (also while waiting)."""
+        if self._shutdown:
+            raise QueueShutDown
         data = self._dumps(item)
         core = self._core
         while True:
             with self._lock:
+                if self._shutdown:
+                    raise QueueShutDown
                 if not (self._maxsize > 0 and len(core) >= self._maxsize):
                     core.push(data)
                     self._unfinished_tasks += 1
@@ -387,7 +449,7 @@ class Queue:
                         self._putters.remove(putter)
                     except ValueError:
                         pass  # already taken off by a wake-up
-                    if not self.full() and not putter.cancelled():
+                    if not self._full_or_closed() and not putter.cancelled():
                         # Woken, but cannot take the room: pass it on.
                         self._wakeup_next(self._putters)
                 raise
@@ -395,9 +457,14 @@ class Queue:
             await self._committer.request(True)
 
     async def put_nowait(self, item):
-        """Puts an item into the queue; raises QueueFull if it is full."""
+        """Puts an item into the queue; raises QueueFull if it is full, QueueShutDown once
+        the queue is shut down."""
+        if self._shutdown:
+            raise QueueShutDown
         data = self._dumps(item)
         with self._lock:
+            if self._shutdown:
+                raise QueueShutDown
             if self._maxsize > 0 and len(self._core) >= self._maxsize:
                 raise QueueFull
             self._core.push(data)
@@ -413,11 +480,13 @@ class Queue:
         """Waits until ``fetch()`` (pop or take, under the lock) returns an item."""
         while True:
             with self._lock:
-                got = fetch()
+                got = self._fetch(fetch)
                 if got is not None:
                     if self._putters:
                         self._wakeup_next(self._putters)
                     return got
+                if self._shutdown:
+                    raise QueueShutDown
                 getter = asyncio.get_running_loop().create_future()
                 self._getters.append(getter)
             try:
@@ -429,7 +498,7 @@ class Queue:
                         self._getters.remove(getter)
                     except ValueError:
                         pass  # already taken off by a wake-up
-                    if len(self._core) and not getter.cancelled():
+                    if self._count() and not getter.cancelled():
                         # Woken, but cancelled before taking the item: pass it on.
                         self._wakeup_next(self._getters)
                 raise
@@ -437,9 +506,10 @@ class Queue:
     async def get(self):
         """Removes and returns an item, waiting while the queue is empty.
 
-        Cancelled while waiting, it takes nothing."""
+        Cancelled while waiting, it takes nothing. Raises QueueShutDown once the queue is
+        shut down and empty (at once after ``shutdown(immediate=True)``)."""
         with self._lock:  # the fast path: an item is there
-            data = self._core.pop()
+            data = self._fetch(self._core.pop)
             if data is not None and self._putters:
                 self._wakeup_next(self._putters)
         if data is None:
@@ -449,16 +519,23 @@ class Queue:
         return self._loads(data)
 
     async def get_nowait(self):
-        """Removes and returns an item; raises QueueEmpty if there is none."""
+        """Removes and returns an item; raises QueueEmpty if there is none (QueueShutDown
+        once the queue is shut down)."""
         with self._lock:
-            data = self._core.pop()
+            data = self._fetch(self._core.pop)
             if data is None:
-                raise QueueEmpty
+                raise QueueShutDown if self._shutdown else QueueEmpty
             if self._putters:
                 self._wakeup_next(self._putters)
         if self._committer is not None:
             self._committer.request(False)
         return self._loads(data)
+
+    def _fetch(self, fetch):
+        """``fetch()`` (pop or take), or None after an immediate shutdown (under the lock)."""
+        if self._shutdown == "immediate":
+            return None
+        return fetch()
 
     def get_guarded(self):
         """``async with q.get_guarded() as item:`` gets an item for at-least-once work.
@@ -470,9 +547,13 @@ class Queue:
 
     # ------------------------------------------------------------------ tasks
 
-    def _task_done(self):
+    def _task_done(self, strict=True):
+        """Counts one task finished; ``strict=False`` (the queue's own bookkeeping) ignores
+        a count already at 0 (the caller ran task_done too often) instead of raising."""
         with self._lock:
             if self._unfinished_tasks <= 0:
+                if not strict:
+                    return
                 raise ValueError("task_done() called too many times")
             self._unfinished_tasks -= 1
             if self._unfinished_tasks == 0:
@@ -483,14 +564,7 @@ class Queue:
     async def task_done(self):
         """Marks a gotten item as processed; raises ValueError when called more times than
         items were gotten."""
-        with self._lock:
-            if self._unfinished_tasks <= 0:
-                raise ValueError("task_done() called too many times")
-            self._unfinished_tasks -= 1
-            if self._unfinished_tasks == 0 and self._joiners:
-                joiners, self._joiners = self._joiners, []
-                for fut in joiners:
-                    _wake(fut)
+        self._task_done()
 
     async def join(self):
         """Waits until every item put (or found in the file) has been gotten and processed."""
@@ -508,6 +582,34 @@ class Queue:
                 except ValueError:
                     pass
             raise
+
+    # ------------------------------------------------------------------ shutdown
+
+    def shutdown(self, immediate=False):
+        """Shuts the queue down, as ``asyncio.Queue.shutdown`` (Python 3.13) does.
+
+        Later ``put``/``put_nowait`` raise QueueShutDown, and so do the puts waiting for
+        room. ``get``/``get_nowait`` go on returning the queued items, then raise QueueShutDown
+        instead of waiting; the gets waiting are woken and raise it.
+
+        ``immediate=True`` also makes every get raise QueueShutDown at once and counts each
+        queued item as a finished task (which may release ``join``), but, unlike asyncio,
+        leaves the items in the file: the next ``create`` on it delivers them. Idempotent;
+        ``shutdown(immediate=True)`` after a plain ``shutdown()`` upgrades it."""
+        with self._lock:
+            if immediate and self._shutdown != "immediate":
+                self._shutdown = "immediate"
+                self._unfinished_tasks = max(0, self._unfinished_tasks - len(self._core))
+                if self._unfinished_tasks == 0:
+                    joiners, self._joiners = self._joiners, []
+                    for fut in joiners:
+                        _wake(fut)
+            elif not self._shutdown:
+                self._shutdown = "drain"
+            # Every waiter wakes, sees the shutdown and raises (or, a getter, takes an item).
+            for waiters in (self._getters, self._putters):
+                while waiters:
+                    _wake(waiters.popleft())
 
     # ------------------------------------------------------------------ durability
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::inner::Inner;
 use crate::error::Result;
 
-/// An item taken by [`Queue::get_guarded`]: removed for good by [`Guard::commit`], delivered
+/// An item taken by [`Queue::get_guarded`](crate::Queue::get_guarded): removed for good by [`Guard::commit`], delivered
 /// again (first in line) when dropped uncommitted or after a crash.
 pub struct Guard<T> {
     pub(super) inner: Arc<Inner>,
@@ -33,10 +33,10 @@ impl<T> Guard<T> {
             .expect("the item is present until the guard is consumed")
     }
 
-    /// Removes the item for good (durably under [`Durability::Sync`]) and returns it.
+    /// Removes the item for good (durably under [`Durability::Sync`](crate::Durability::Sync)) and returns it.
     ///
     /// # Cancel safety
-    /// Under [`Durability::Sync`], dropped before its commit is on disk, the item is given
+    /// Under [`Durability::Sync`](crate::Durability::Sync), dropped before its commit is on disk, the item is given
     /// back, first in line (as a dropped guard would be). Otherwise it completes at once.
     pub async fn commit(mut self) -> Result<T> {
         let item = self
@@ -63,7 +63,7 @@ impl<T> Drop for Guard<T> {
     }
 }
 
-/// Items taken together by [`Queue::get_guarded_batch`].
+/// Items taken together by [`Queue::get_guarded_batch`](crate::Queue::get_guarded_batch).
 pub struct GuardBatch<T> {
     pub(super) inner: Arc<Inner>,
     pub(super) epoch: u64,
@@ -92,10 +92,10 @@ impl<T> GuardBatch<T> {
         self.items.is_empty()
     }
 
-    /// Removes every item of the batch for good (durably under [`Durability::Sync`]).
+    /// Removes every item of the batch for good (durably under [`Durability::Sync`](crate::Durability::Sync)).
     ///
     /// # Cancel safety
-    /// Under [`Durability::Sync`], dropped before its commit is on disk, the items are given
+    /// Under [`Durability::Sync`](crate::Durability::Sync), dropped before its commit is on disk, the items are given
     /// back, first in line. Otherwise it completes at once.
     pub async fn commit(mut self) -> Result<Vec<(u64, T)>> {
         let seqs: Vec<u64> = self.items.iter().map(|(s, _)| *s).collect();

@@ -38,8 +38,8 @@ pub struct Stats {
     /// too (it was removed and returned as an error).
     pub gets: u64,
     /// Durable commits made since open (the slot writes of `sync`, `Durability::Sync`,
-    /// `Periodic`, checkpoints and growth). Group commit makes it far smaller than the number
-    /// of durable operations.
+    /// `Periodic`, checkpoints and growth, and the one open makes when it creates or recovers
+    /// the file). Group commit makes it far smaller than the number of durable operations.
     pub commits: u64,
     /// Latency of the commits run by the queue's flusher thread since open; `None` before
     /// the first one (and from [`RingFile::stats`]).

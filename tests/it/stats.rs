@@ -323,6 +323,90 @@ async fn ringq_stats_reads_a_file_a_running_queue_holds() {
     assert_eq!(q.stats().gets, 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ringq_stats_watches_a_queue_being_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.q");
+    let q: Queue<Vec<u8>, Raw> = Queue::builder(&path)
+        .initial_capacity(4096)
+        .open()
+        .await
+        .unwrap();
+    let writer = {
+        let q = q.clone();
+        tokio::spawn(async move {
+            // Puts and gets (the ring wraps and grows) while `ringq stats` reads copies.
+            for i in 0..20_000u64 {
+                q.put(payload(i, 100)).await.unwrap();
+                if i % 3 == 0 {
+                    q.get().await.unwrap();
+                }
+                if i % 256 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+    };
+    let path2 = path.clone();
+    let lines = tokio::task::spawn_blocking(move || {
+        stats_json(&path2, &["--watch", "--count", "20", "--interval", "10"])
+    })
+    .await
+    .unwrap();
+    writer.await.unwrap();
+    assert_eq!(lines.len(), 20);
+    for l in &lines {
+        assert!(l["items"].as_u64().unwrap() <= 20_000, "{l}");
+        assert!(l["bytes_used"].as_u64() <= l["capacity"].as_u64(), "{l}");
+    }
+    let v = &stats_json(&path, &[])[0];
+    assert_eq!(v["items"], q.qsize() as u64, "{v}");
+    assert_eq!(v["capacity"], q.stats().capacity, "{v}");
+}
+
+#[test]
+fn ringq_stats_watch_stops_on_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.q");
+    ringq()
+        .arg("push")
+        .arg(&path)
+        .write_stdin("a\nb\n")
+        .assert()
+        .success();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringq"))
+        .arg("stats")
+        .arg(&path)
+        .args(["--watch", "--json", "--interval", "50"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["items"], 2);
+    let pid = child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("ringq stats --watch did not stop on SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
 #[test]
 fn ringq_stats_refuses_what_is_not_a_queue() {
     let dir = tempfile::tempdir().unwrap();

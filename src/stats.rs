@@ -14,6 +14,22 @@ use crate::storage::Storage;
 /// `ringq stats`, which reads a copy of the file without opening it as a queue) the counters
 /// only a live [`crate::Queue`] keeps are zero or `None`: `puts`, `gets`, `commit_latency`;
 /// `commits` and `grows` are then the ring handle's own.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), ringq::Error> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let q: ringq::Queue<u32> = ringq::Queue::create(dir.path().join("q"), 0).await?;
+/// q.put(7).await?;
+/// q.put(8).await?;
+/// let _ = q.get().await?;
+/// q.sync().await?; // one durable commit on the flusher thread, timed
+/// let s = q.stats();
+/// assert_eq!((s.items, s.puts, s.gets), (1, 2, 1));
+/// assert_eq!(s.commit_latency.map(|l| l.count), Some(1));
+/// assert_eq!(s.oldest_age, None); // records carry no time yet
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Stats {

@@ -60,6 +60,7 @@ mod recovery;
 #[cfg(any(feature = "nats", feature = "kafka"))]
 pub mod relay;
 mod ring;
+mod stats;
 mod storage;
 
 pub use codec::{Bincode, Codec, Pod, Raw};
@@ -70,4 +71,5 @@ pub use recovery::RecoveryReport;
 pub use ring::{
     Record, Records, RingFile, RingOptions, SourceMark, Taken, DEFAULT_INITIAL_CAPACITY,
 };
+pub use stats::{CommitLatency, Stats};
 pub use storage::{ConcurrentFlush, MemStorage, Storage, Tear};

@@ -159,6 +159,7 @@ pub(super) fn flusher_loop(
 impl Inner {
     /// One durable commit, flushing outside the ring lock where the storage allows it.
     pub(super) fn commit_now(&self) -> Result<()> {
+        let started = Instant::now();
         let (plan, flusher) = {
             let mut ring = self.lock()?;
             if !ring.needs_commit() && !ring.is_poisoned() {
@@ -168,7 +169,9 @@ impl Inner {
             (plan, ring.concurrent_flusher())
         };
         let Some(flusher) = flusher else {
-            return self.lock()?.commit_planned(plan);
+            self.lock()?.commit_planned(plan)?;
+            self.counters.commit_took(started.elapsed());
+            return Ok(());
         };
         for r in &plan.ranges {
             if let Err(e) = flusher.flush(r.start, r.len()) {
@@ -182,6 +185,7 @@ impl Inner {
             }
         }
         self.lock()?.finish_commit(&plan);
+        self.counters.commit_took(started.elapsed());
         Ok(())
     }
 }

@@ -32,6 +32,8 @@ pub(super) struct Inner {
     pub(super) flusher: Mutex<Option<JoinHandle<()>>>,
     pub(super) path: PathBuf,
     pub(super) epoch: u64,
+    /// Gets and commit latency for `Queue::stats`.
+    pub(super) counters: crate::stats::QueueCounters,
 }
 
 impl Inner {
@@ -43,6 +45,7 @@ impl Inner {
     ) -> Arc<Inner> {
         let len = ring.len();
         let epoch = ring.epoch();
+        let counters = crate::stats::QueueCounters::new(ring.next_seq());
         let items = Semaphore::new((len as usize).min(Semaphore::MAX_PERMITS));
         let space = (maxsize > 0).then(|| Semaphore::new(maxsize.saturating_sub(len as usize)));
         let committer = Arc::new(Committer::new());
@@ -59,6 +62,7 @@ impl Inner {
             flusher: Mutex::new(None),
             path,
             epoch,
+            counters,
         });
         let weak = Arc::downgrade(&inner);
         let period = match durability {
@@ -136,6 +140,7 @@ impl Inner {
             (popped, ring.len() as usize)
         };
         if popped.is_some() {
+            self.counters.got(1);
             self.freed_one(qsize);
         }
         Ok(popped)
@@ -183,6 +188,8 @@ impl Inner {
             }
         }
         drop(ring);
+        self.counters
+            .got(items.len() as u64 + u64::from(undecodable.is_some()));
         let batch = GuardBatch {
             inner: Arc::clone(self),
             epoch: self.epoch,

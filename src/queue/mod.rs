@@ -531,6 +531,16 @@ where
     pub fn commit_count(&self) -> u64 {
         self.inner.lock().map(|r| r.commit_count()).unwrap_or(0)
     }
+
+    /// The numbers an operator watches: depth, bytes, what was put, gotten and committed
+    /// since open, commit latency, damage, growth. See [`crate::Stats`] for each field.
+    pub fn stats(&self) -> crate::Stats {
+        let (ring, next_seq) = match self.inner.lock() {
+            Ok(r) => (r.stats(), r.next_seq()),
+            Err(_) => return crate::Stats::default(),
+        };
+        self.inner.counters.fill(ring, next_seq)
+    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod metrics;
 #[cfg(feature = "nats")]
 pub mod nats;
 

@@ -11,3 +11,4 @@ mod queue;
 mod recovery;
 #[cfg(feature = "nats")]
 mod relay;
+mod stats;

@@ -46,7 +46,7 @@ fn nats_server_binary() -> Option<PathBuf> {
 }
 
 /// The server binary, or None after a loud skip message; under `CI=true` a missing server fails.
-fn server_or_skip(test: &str) -> Option<PathBuf> {
+pub(crate) fn server_or_skip(test: &str) -> Option<PathBuf> {
     match nats_server_binary() {
         Some(p) => Some(p),
         None if std::env::var("CI").as_deref() == Ok("true") => {
@@ -67,7 +67,7 @@ fn free_port() -> u16 {
 }
 
 /// A nats-server child; killed (that PID, SIGKILL) on drop.
-struct Server {
+pub(crate) struct Server {
     bin: PathBuf,
     port: u16,
     store: PathBuf,
@@ -87,7 +87,7 @@ impl Server {
     }
 
     /// A server that is not running yet (its port is reserved by nothing; start it later).
-    fn not_started(bin: &Path, dir: &Path) -> Server {
+    pub(crate) fn not_started(bin: &Path, dir: &Path) -> Server {
         Server {
             bin: bin.to_path_buf(),
             port: free_port(),
@@ -96,11 +96,11 @@ impl Server {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         assert!(self.child.is_none());
         let child = Command::new(&self.bin)
             .args([

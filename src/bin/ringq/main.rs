@@ -14,6 +14,7 @@ mod push;
 mod relay_cmd;
 mod repair;
 mod report;
+mod stats;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -64,6 +65,14 @@ enum Command {
     /// would do on the next open. Read-only.
     #[command(after_help = EXIT_CODES)]
     Inspect(ReportArgs),
+    /// Show the numbers an operator watches: items, bytes used and capacity, damaged records
+    /// skipped; `--watch` refreshes every second until Ctrl-C.
+    ///
+    /// Reads a copy of the file without taking its lock, so it works while another process
+    /// holds the queue open. Counters only that process knows (puts, gets, commits, commit
+    /// latency) are not shown: see `Queue::stats` and `ringq relay --metrics`.
+    #[command(after_help = EXIT_CODES)]
+    Stats(stats::StatsArgs),
     /// Check every record; exit 0 when the file is sound, 2 (with a report) when it is not.
     /// Read-only.
     #[command(after_help = EXIT_CODES)]
@@ -218,6 +227,7 @@ fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::Peek(a) => pop::run_peek(&a),
         Command::Inspect(a) => report::run_inspect(&a),
         Command::Verify(a) => report::run_verify(&a),
+        Command::Stats(a) => stats::run(&a),
         Command::Repair(a) => repair::run(&a),
         Command::Bench(a) => {
             bench::run(&a).map_err(|e| CliError::Message(e.to_string()))?;

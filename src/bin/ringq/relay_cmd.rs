@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use ringq::relay::kafka::KafkaSink;
 #[cfg(feature = "nats")]
 use ringq::relay::nats::{self, JetStreamSink, PullOptions};
-use ringq::relay::{relay, RelayOptions, RelayStats};
+use ringq::relay::{metrics, relay, RelayOptions, RelayStats};
 use ringq::{Queue, Raw};
 
 /// Arguments of `ringq relay`.
@@ -69,6 +69,10 @@ pub struct RelayArgs {
     /// Seconds between progress lines.
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     pub interval: f64,
+    /// Serve the queue's stats and the relay's counters in the Prometheus text format at
+    /// http://ADDR/metrics (e.g. 127.0.0.1:9464; port 0 picks one, printed on stderr).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
 }
 
 /// Runs `ringq relay` on its own tokio runtime until Ctrl-C/SIGTERM (or `--drain`).
@@ -153,6 +157,20 @@ async fn run_async(args: RelayArgs) -> Result<(), Box<dyn Error>> {
     }
     let queue = builder.open().await?;
     let stats = Arc::new(RelayStats::default());
+    let _metrics = match &args.metrics {
+        Some(addr) => {
+            let (q, s) = (queue.clone(), Arc::clone(&stats));
+            let server = metrics::serve(addr, move || metrics::render(&q, &s))
+                .await
+                .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+            eprintln!(
+                "ringq: serving metrics on http://{}/metrics",
+                server.local_addr()
+            );
+            Some(server)
+        }
+        None => None,
+    };
     let progress = tokio::spawn(report(
         queue.clone(),
         Arc::clone(&stats),

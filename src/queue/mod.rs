@@ -125,7 +125,9 @@ where
     T: Send + 'static,
     C: Codec<T>,
 {
-    /// Most items the queue holds before `put` waits (0: unbounded, the default).
+    /// Most items the queue holds before `put` waits (0: unbounded, the default). Items
+    /// taken by guards and not yet committed count; any value is accepted (a huge one is
+    /// effectively no limit).
     pub fn maxsize(mut self, maxsize: usize) -> Self {
         self.maxsize = maxsize;
         self
@@ -198,7 +200,10 @@ where
 /// A persistent, async FIFO queue of `T` in one file: the `asyncio.Queue` contract.
 ///
 /// Cheap to clone: every clone is a handle to the same queue, `Send + Sync`, usable from any
-/// task, thread or runtime. The file's lock is held until the last clone is dropped.
+/// task, thread or runtime: no tokio runtime, and no time driver, is needed to open it or to
+/// wait on it (under another executor, the rare system calls that tokio would run on its
+/// blocking pool run on the calling thread). The file's lock is held until the last clone is
+/// dropped.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -271,12 +276,26 @@ where
     }
 
     /// Puts an item, waiting while the queue is full (`maxsize`, or the byte limit).
+    /// Putters waiting for room are served in the order they started waiting. An item that
+    /// cannot fit even into the empty ring at its largest (`max_bytes`) fails with
+    /// [`Error::TooLarge`] instead of waiting.
+    ///
+    /// # Errors under [`Durability::Sync`]
+    /// The item is queued before its commit is asked for. If that commit fails, `put`
+    /// returns the error ([`Error::Poisoned`] or the flush's [`Error::Io`]) and **the item
+    /// stays queued**: this process still delivers it, but whether it survives a power cut
+    /// is unknown. Do not put it again blindly: that delivers it twice. Reopen the queue
+    /// (recovery re-verifies what is on disk) and check, or let consumers drop duplicates.
     ///
     /// # Cancel safety
-    /// Dropped while waiting for room, it puts nothing. Once the item is being written it
-    /// completes: the rare write that must grow the file runs on a blocking thread and
-    /// finishes even if this future is dropped; under [`Durability::Sync`] a put dropped
-    /// while waiting for its commit leaves the item queued (not yet known durable).
+    /// Dropped while waiting for room, it puts nothing, and room it was handed passes to the
+    /// next putter. Once the item is being written it completes: the rare write that must
+    /// grow the file runs on a blocking thread, which also counts the item (gettable, one
+    /// more task for [`Queue::join`], its place under `maxsize`) in the same step, even if
+    /// this future is dropped. Under [`Durability::Sync`] a put dropped while waiting for
+    /// its commit leaves the item queued (not yet known durable).
+    ///
+    /// Outside a tokio runtime (another executor), that write runs on the calling thread.
     pub async fn put(&self, item: T) -> Result<()> {
         self.put_marked(item, None).await
     }

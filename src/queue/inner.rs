@@ -526,7 +526,7 @@ impl PendingRemoval {
 
 impl Drop for PendingRemoval {
     fn drop(&mut self) {
-        if self.finished {
+        if self.finished || self.seqs.is_empty() {
             return;
         }
         let Ok(mut g) = self.inner.lock() else {

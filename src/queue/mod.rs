@@ -413,7 +413,7 @@ where
             }
             // Sync: hold the item while its removal commits, so a cancelled get gives it back.
             let mut items = Vec::with_capacity(1);
-            let pending = {
+            let (taken, pending) = {
                 let mut g = self.inner.turn(Kind::Get).await?;
                 let taken = self.inner.take_locked::<T, C>(&mut g.0, 1, &mut items);
                 let mut pending = PendingRemoval {
@@ -430,9 +430,9 @@ where
                     pending.seqs.push(*seq);
                 }
                 g.0.wake();
-                taken?;
-                pending
+                (taken, pending)
             };
+            taken?; // the lock is released: `pending` may be dropped here
             if let Some((_, item)) = items.pop() {
                 pending.wait().await?;
                 return Ok(item);

@@ -1,31 +1,40 @@
-//! The state every clone of a `Queue` shares: the ring behind its mutex, the waiting
-//! primitives, the unfinished-task count, and removals waiting for their commit.
+//! The state every clone of a `Queue` shares: the ring and every count that decides (items to
+//! get, room under maxsize, the wait lists) behind one mutex, the unfinished-task count, and
+//! removals waiting for their commit.
+//!
+//! Each operation changes the ring and the counts in one critical section, so no dropped
+//! future or concurrent caller can see one without the other. Nothing is kept beside the
+//! ring that could drift from it: what a getter may take is the ring's own `len()`.
 
-use std::path::PathBuf;
+use std::future::poll_fn;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 
 use super::commit::{flusher_loop, Committer};
+use super::wait::WaitList;
 use super::{Backing, Durability, GuardBatch};
 use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::ring::RingFile;
+use crate::storage::Storage;
 
 // ------------------------------------------------------------------------- shared state
 
 pub(super) struct Inner {
-    pub(super) ring: Mutex<Option<RingFile<Backing>>>,
-    pub(super) items: Semaphore,
-    pub(super) space: Option<Semaphore>,
-    /// Woken when a get frees bytes (for putters blocked by the byte limit).
-    pub(super) room: Notify,
+    pub(super) state: Mutex<State>,
+    /// Woken when a removal frees bytes, for putters stopped by the byte limit (only when
+    /// `State::byte_waiters` says one may wait: no cost otherwise).
+    pub(super) bytes_freed: Notify,
     pub(super) maxsize: usize,
     pub(super) durability: Durability,
-    /// Unfinished tasks: +1 per put (and per item found at open), -1 per `task_done`.
+    /// Unfinished tasks: +1 per put (under the ring lock, with the push) and per item found at
+    /// open, -1 per `task_done`.
     pub(super) tasks: AtomicU64,
     pub(super) all_done: Notify,
     pub(super) committer: Arc<Committer>,
@@ -34,6 +43,102 @@ pub(super) struct Inner {
     pub(super) epoch: u64,
     /// Gets and commit latency for `Queue::stats`.
     pub(super) counters: crate::stats::QueueCounters,
+}
+
+/// What the ring mutex guards.
+pub(super) struct State {
+    /// `Some` while the queue is open.
+    pub(super) ring: Option<RingFile<Backing>>,
+    /// Items handed out by `take` (guards, `Sync` gets) and neither removed nor given back:
+    /// they keep their place under maxsize.
+    pub(super) out: u64,
+    /// Puts that were given room and write on another thread (growth): their place is held.
+    pub(super) pending_puts: u64,
+    pub(super) maxsize: usize,
+    pub(super) getters: WaitList,
+    pub(super) putters: WaitList,
+    /// A putter found the byte limit reached and waits on `bytes_freed`.
+    pub(super) byte_waiters: bool,
+}
+
+/// Which wait list, and which count, a caller waits on.
+#[derive(Clone, Copy)]
+pub(super) enum Kind {
+    Get,
+    Put,
+}
+
+impl State {
+    fn ring(&self) -> &RingFile<Backing> {
+        self.ring.as_ref().expect("checked in Inner::lock")
+    }
+
+    pub(super) fn ring_mut(&mut self) -> &mut RingFile<Backing> {
+        self.ring.as_mut().expect("checked in Inner::lock")
+    }
+
+    fn list(&mut self, kind: Kind) -> &mut WaitList {
+        match kind {
+            Kind::Get => &mut self.getters,
+            Kind::Put => &mut self.putters,
+        }
+    }
+
+    /// Units of `kind` a caller may use now: items not promised to a waiting getter, or
+    /// places under maxsize not held by anyone (unbounded: always).
+    pub(super) fn free(&self, kind: Kind) -> u64 {
+        match kind {
+            Kind::Get => self.ring().len().saturating_sub(self.getters.granted()),
+            Kind::Put if self.maxsize == 0 => u64::MAX,
+            Kind::Put => {
+                let held = self
+                    .ring()
+                    .len()
+                    .saturating_add(self.out)
+                    .saturating_add(self.pending_puts)
+                    .saturating_add(self.putters.granted());
+                (self.maxsize as u64).saturating_sub(held)
+            }
+        }
+    }
+
+    /// True when a newcomer of `kind` may go ahead now (nobody waits ahead of it).
+    pub(super) fn may_pass(&self, kind: Kind) -> bool {
+        let list = match kind {
+            Kind::Get => &self.getters,
+            Kind::Put => &self.putters,
+        };
+        !list.has_ungranted() && self.free(kind) > 0
+    }
+
+    /// Hands what is free to the waiters, oldest first. Called after every change.
+    pub(super) fn wake(&mut self) {
+        while self.getters.has_ungranted() && self.free(Kind::Get) > 0 {
+            self.getters.grant_next();
+        }
+        while self.putters.has_ungranted() && self.free(Kind::Put) > 0 {
+            self.putters.grant_next();
+        }
+    }
+}
+
+/// A place in a wait list; dropped before it claims its grant, it passes the grant on.
+struct Turn<'a> {
+    inner: &'a Inner,
+    kind: Kind,
+    id: Option<u64>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let mut st = self.inner.lock_state();
+            st.list(self.kind).remove(id);
+            if st.ring.is_some() {
+                st.wake();
+            }
+        }
+    }
 }
 
 impl Inner {
@@ -46,14 +151,18 @@ impl Inner {
         let len = ring.len();
         let epoch = ring.epoch();
         let counters = crate::stats::QueueCounters::new(ring.next_seq());
-        let items = Semaphore::new((len as usize).min(Semaphore::MAX_PERMITS));
-        let space = (maxsize > 0).then(|| Semaphore::new(maxsize.saturating_sub(len as usize)));
         let committer = Arc::new(Committer::new());
         let inner = Arc::new(Inner {
-            ring: Mutex::new(Some(ring)),
-            items,
-            space,
-            room: Notify::new(),
+            state: Mutex::new(State {
+                ring: Some(ring),
+                out: 0,
+                pending_puts: 0,
+                maxsize,
+                getters: WaitList::default(),
+                putters: WaitList::default(),
+                byte_waiters: false,
+            }),
+            bytes_freed: Notify::new(),
             maxsize,
             durability,
             tasks: AtomicU64::new(len),
@@ -77,14 +186,6 @@ impl Inner {
         inner
     }
 
-    /// Waits, cancel-safely and in arrival order, for an item to become available and claims
-    /// it (the caller then takes it from the ring without awaiting).
-    pub(super) async fn take_item_permit(&self) -> Result<()> {
-        let permit = self.items.acquire().await.map_err(|_| self.closed())?;
-        permit.forget();
-        Ok(())
-    }
-
     pub(super) fn closed(&self) -> Error {
         Error::io(
             "the queue is closed:",
@@ -93,21 +194,74 @@ impl Inner {
         )
     }
 
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub(super) fn lock(&self) -> Result<MappedRing<'_>> {
-        let guard = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.is_none() {
+        let guard = self.lock_state();
+        if guard.ring.is_none() {
             return Err(self.closed());
         }
         Ok(MappedRing(guard))
     }
 
-    pub(super) fn push<T, C: Codec<T>>(
+    /// Waits, in arrival order and cancel-safely, until a unit of `kind` is free for this
+    /// caller, and returns the lock with it: the caller uses the unit before unlocking, then
+    /// calls `State::wake` (a unit it did not use goes to the next waiter).
+    pub(super) async fn turn(&self, kind: Kind) -> Result<MappedRing<'_>> {
+        {
+            let g = self.lock()?;
+            if g.0.may_pass(kind) {
+                return Ok(g);
+            }
+        }
+        let mut turn = Turn {
+            inner: self,
+            kind,
+            id: None,
+        };
+        poll_fn(|cx| {
+            let mut g = match self.lock() {
+                Ok(g) => g,
+                Err(e) => return Poll::Ready(Err(e)),
+            };
+            let st = &mut *g.0;
+            match turn.id {
+                Some(id) => match st.list(kind).poll_grant(id, cx.waker()) {
+                    Some(true) => {
+                        st.list(kind).remove(id);
+                        turn.id = None;
+                        Poll::Ready(Ok(g))
+                    }
+                    Some(false) => Poll::Pending,
+                    None => {
+                        // Not queued (cannot happen): queue again rather than hang.
+                        turn.id = Some(st.list(kind).push(cx.waker().clone()));
+                        st.wake();
+                        Poll::Pending
+                    }
+                },
+                None if st.may_pass(kind) => Poll::Ready(Ok(g)),
+                None => {
+                    turn.id = Some(st.list(kind).push(cx.waker().clone()));
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    /// Pushes under the lock the caller holds, counting the task in the same critical
+    /// section.
+    pub(super) fn push_locked<T, C: Codec<T>>(
         &self,
+        st: &mut State,
         item: &T,
         len: usize,
         upstream_seq: Option<u64>,
     ) -> Result<()> {
-        let mut ring = self.lock()?;
+        let ring = st.ring_mut();
         // The encoder runs under the lock, writing straight into the map: keep it short.
         ring.push_encoded(len, |buf| C::encode_into(item, buf))?;
         if let Some(seq) = upstream_seq {
@@ -117,91 +271,125 @@ impl Inner {
         if ring.wants_checkpoint() {
             self.committer.request();
         }
+        self.tasks.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
-    pub(super) fn after_put(&self) {
-        self.tasks.fetch_add(1, Ordering::AcqRel);
-        self.items.add_permits(1);
+    /// The whole of a put that was given room and runs off the async worker (growth): the
+    /// push, the task count and the wake-ups in one critical section, whatever happens to the
+    /// future that started it. `Full` (the byte limit) registers the caller as a byte waiter;
+    /// an item that does not fit even into the empty ring at its largest is `TooLarge`.
+    pub(super) fn push_reserved<T, C: Codec<T>>(
+        &self,
+        reserved: &mut Reserved,
+        item: &T,
+        len: usize,
+        upstream_seq: Option<u64>,
+    ) -> Result<()> {
+        let mut g = self.lock()?;
+        reserved.release(&mut g.0);
+        let r = self.push_locked::<T, C>(&mut g.0, item, len, upstream_seq);
+        if let Err(Error::Full) = r {
+            let ring = g.0.ring();
+            if ring.bytes_used() == 0 {
+                return Err(Error::TooLarge {
+                    size: len as u64,
+                    limit: ring.max_payload(),
+                    path: ring.storage().path().map(Path::to_path_buf),
+                });
+            }
+            g.0.byte_waiters = true;
+        }
+        g.0.wake();
+        r
     }
 
-    /// Removes the next item; `None` when the ring had nothing after all (a damaged record
-    /// was dropped: the permit is spent and the caller waits again).
-    pub(super) fn pop<T, C: Codec<T>>(&self) -> Result<Option<Result<T>>> {
-        let (popped, qsize) = {
-            let mut ring = self.lock()?;
-            let popped = ring.pop_with(|seq, bytes| {
-                C::decode(bytes).map_err(|reason| Error::Decode {
-                    seq,
-                    reason,
-                    raw: bytes.to_vec(),
-                })
-            })?;
-            (popped, ring.len() as usize)
-        };
+    /// After anything that frees ring bytes: wakes putters stopped by the byte limit.
+    pub(super) fn bytes_removed(&self, st: &mut State) {
+        if st.byte_waiters {
+            st.byte_waiters = false;
+            self.bytes_freed.notify_waiters();
+        }
+    }
+
+    /// Removes the next item under the caller's lock; `None` when the ring had nothing after
+    /// all (damaged records were dropped).
+    pub(super) fn pop_locked<T, C: Codec<T>>(&self, st: &mut State) -> Result<Option<Result<T>>> {
+        let popped = st.ring_mut().pop_with(|seq, bytes| {
+            C::decode(bytes).map_err(|reason| Error::Decode {
+                seq,
+                reason,
+                raw: bytes.to_vec(),
+            })
+        })?;
         if popped.is_some() {
             self.counters.got(1);
-            self.freed_one(qsize);
         }
+        self.bytes_removed(st);
         Ok(popped)
     }
 
-    pub(super) fn freed_one(&self, qsize_after: usize) {
-        if let Some(space) = &self.space {
-            if qsize_after < self.maxsize {
-                space.add_permits(1);
-            }
-        }
-        self.room.notify_waiters();
-    }
-
-    pub(super) async fn wait_for_room(&self) {
-        let notified = self.room.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        // A get may have freed room between the failed push and now: retry after a short
-        // wait either way.
-        let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
-    }
-
-    pub(super) fn take_batch<T, C: Codec<T>>(self: &Arc<Self>, n: usize) -> Result<GuardBatch<T>> {
-        let mut items = Vec::with_capacity(n);
-        let mut undecodable = None;
-        let mut ring = self.lock()?;
+    /// Takes up to `n` items under the caller's lock, counting them out. An item that does
+    /// not decode is removed (its room and bytes freed) and ends the batch as its error.
+    pub(super) fn take_locked<T, C: Codec<T>>(
+        &self,
+        st: &mut State,
+        n: usize,
+        items: &mut Vec<(u64, T)>,
+    ) -> Result<()> {
         for _ in 0..n {
+            let ring = st.ring_mut();
             let Some(taken) = ring.take()? else {
                 break;
             };
             let bytes = ring.taken_payload(&taken).unwrap_or(&[]);
             match C::decode(bytes) {
-                Ok(item) => items.push((taken.seq, item)),
+                Ok(item) => {
+                    items.push((taken.seq, item));
+                    st.out += 1;
+                    self.counters.got(1);
+                }
                 Err(reason) => {
                     let raw = bytes.to_vec();
+                    self.counters.got(1);
                     ring.commit_taken(taken.seq)?;
-                    undecodable = Some(Error::Decode {
+                    self.bytes_removed(st);
+                    return Err(Error::Decode {
                         seq: taken.seq,
                         reason,
                         raw,
                     });
-                    break;
                 }
             }
         }
-        drop(ring);
-        self.counters
-            .got(items.len() as u64 + u64::from(undecodable.is_some()));
-        let batch = GuardBatch {
-            inner: Arc::clone(self),
-            epoch: self.epoch,
-            items,
-            settled: false,
-        };
-        match undecodable {
-            Some(e) => {
-                drop(batch); // releases what was taken before the bad item
-                Err(e)
+        Ok(())
+    }
+
+    /// Waits for an item, then takes up to `max` (guarded). An undecodable item gives back
+    /// what was taken before it and comes back as its error.
+    pub(super) async fn take_batch<T, C: Codec<T>>(
+        self: &Arc<Self>,
+        max: usize,
+    ) -> Result<GuardBatch<T>> {
+        loop {
+            let mut batch = GuardBatch {
+                inner: Arc::clone(self),
+                epoch: self.epoch,
+                items: Vec::new(),
+                settled: false,
+            };
+            let r = {
+                let mut g = self.turn(Kind::Get).await?;
+                let n = (g.0.free(Kind::Get).min(max as u64) as usize).max(1);
+                batch.items.reserve(n);
+                let r = self.take_locked::<T, C>(&mut g.0, n, &mut batch.items);
+                g.0.wake();
+                r
+            };
+            r?; // on error the batch, dropped, releases what it holds
+            if !batch.items.is_empty() {
+                return Ok(batch);
             }
-            None => Ok(batch),
         }
     }
 
@@ -212,48 +400,47 @@ impl Inner {
         if this.durability != Durability::Sync {
             return this.commit_taken(&seqs);
         }
+        let mut pending = PendingRemoval {
+            inner: Arc::clone(this),
+            seqs: Vec::with_capacity(seqs.len()),
+            finished: false,
+        };
         {
             let mut ring = this.lock()?;
             for &seq in &seqs {
                 ring.begin_removal(seq)?;
+                pending.seqs.push(seq);
             }
         }
-        let mut pending = PendingRemoval {
-            inner: Arc::clone(this),
-            seqs,
-            finished: false,
-        };
-        let ticket = this.committer.request();
-        this.committer.wait(ticket, &this.path).await?;
-        pending.finish()
+        pending.wait().await
     }
 
     pub(super) fn commit_taken(&self, seqs: &[u64]) -> Result<()> {
-        let qsize = {
-            let mut ring = self.lock()?;
-            for &seq in seqs {
-                ring.commit_taken(seq)?;
+        let mut g = self.lock()?;
+        let st = &mut *g.0;
+        let mut r = Ok(());
+        for &seq in seqs {
+            match st.ring_mut().commit_taken(seq) {
+                Ok(()) => st.out -= 1,
+                Err(e) => r = Err(e),
             }
-            ring.len() as usize
-        };
-        for _ in seqs {
-            self.freed_one(qsize);
         }
-        Ok(())
+        self.bytes_removed(st);
+        st.wake();
+        r
     }
 
     pub(super) fn release(&self, seqs: &[u64]) {
-        let Ok(mut ring) = self.lock() else {
+        let Ok(mut g) = self.lock() else {
             return;
         };
-        let mut n = 0;
+        let st = &mut *g.0;
         for &seq in seqs.iter().rev() {
-            if ring.release(seq).is_ok() {
-                n += 1;
+            if st.ring_mut().release(seq).is_ok() {
+                st.out -= 1;
             }
         }
-        drop(ring);
-        self.items.add_permits(n);
+        st.wake();
     }
 
     /// Under `Sync`, waits for a commit covering everything done so far.
@@ -279,12 +466,40 @@ impl Drop for Inner {
                 let _ = h.join();
             }
         }
-        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let ring = self.lock_state().ring.take();
         if let Some(ring) = ring {
             if !ring.is_poisoned() {
                 if let Err(e) = ring.close() {
                     log::warn!("{}: clean close failed: {e}", self.path.display());
                 }
+            }
+        }
+    }
+}
+
+/// A place under maxsize held for a put that writes on another thread. Released with the
+/// push, in its critical section; dropped unused (the thread never ran), it gives it back.
+pub(super) struct Reserved {
+    pub(super) inner: Arc<Inner>,
+    pub(super) held: bool,
+}
+
+impl Reserved {
+    fn release(&mut self, st: &mut State) {
+        if std::mem::take(&mut self.held) {
+            st.pending_puts -= 1;
+        }
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if std::mem::take(&mut self.held) {
+            let inner = Arc::clone(&self.inner);
+            let mut st = inner.lock_state();
+            st.pending_puts -= 1;
+            if st.ring.is_some() {
+                st.wake();
             }
         }
     }
@@ -298,55 +513,62 @@ pub(super) struct PendingRemoval {
 }
 
 impl PendingRemoval {
-    pub(super) fn finish(&mut self) -> Result<()> {
+    /// Waits for a commit naming the removals, then frees their space.
+    pub(super) async fn wait(mut self) -> Result<()> {
+        let ticket = self.inner.committer.request();
+        self.inner.committer.wait(ticket, &self.inner.path).await?;
         self.finished = true;
-        let qsize = {
-            let mut ring = self.inner.lock()?;
-            for &seq in &self.seqs {
-                ring.finish_removal(seq)?;
+        let mut g = self.inner.lock()?;
+        let st = &mut *g.0;
+        let mut r = Ok(());
+        for &seq in &self.seqs {
+            match st.ring_mut().finish_removal(seq) {
+                Ok(()) => st.out -= 1,
+                Err(e) => r = Err(e),
             }
-            ring.len() as usize
-        };
-        for _ in &self.seqs {
-            self.inner.freed_one(qsize);
         }
-        Ok(())
+        self.inner.bytes_removed(st);
+        st.wake();
+        r
     }
 }
 
 impl Drop for PendingRemoval {
     fn drop(&mut self) {
-        if self.finished {
+        if self.finished || self.seqs.is_empty() {
             return;
         }
-        let Ok(mut ring) = self.inner.lock() else {
+        let Ok(mut g) = self.inner.lock() else {
             return;
         };
-        let mut given_back = 0;
+        let st = &mut *g.0;
         for &seq in self.seqs.iter().rev() {
-            if ring.abort_removal(seq).is_ok() {
-                given_back += 1;
+            match st.ring_mut().abort_removal(seq) {
+                // Only a removal that was not in progress is left as it was; after a failed
+                // re-commit the item is back in line all the same (the ring is poisoned).
+                Err(Error::NotInFlight { .. }) => {}
+                Ok(()) | Err(_) => st.out -= 1,
             }
         }
-        drop(ring);
-        self.inner.items.add_permits(given_back);
+        st.wake();
+        drop(g);
         // A commit may already name them removed: the next one names them present again.
         self.inner.committer.request();
     }
 }
 
-/// The locked ring (the `Option` is `Some` while the queue is open).
-pub(super) struct MappedRing<'a>(MutexGuard<'a, Option<RingFile<Backing>>>);
+/// The locked state, with the ring open (it derefs to the ring).
+pub(super) struct MappedRing<'a>(pub(super) MutexGuard<'a, State>);
 
 impl std::ops::Deref for MappedRing<'_> {
     type Target = RingFile<Backing>;
     fn deref(&self) -> &Self::Target {
-        self.0.as_ref().expect("checked in Inner::lock")
+        self.0.ring()
     }
 }
 
 impl std::ops::DerefMut for MappedRing<'_> {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        self.0.as_mut().expect("checked in Inner::lock")
+        self.0.ring_mut()
     }
 }

@@ -1,10 +1,12 @@
 //! `Queue<T>`: the asyncio.Queue / aiodiskqueue contract on tokio, over a [`RingFile`].
 //!
-//! Waiting is done with two fair tokio semaphores: `items` (what getters may take) and
-//! `space` (what putters may add, when `maxsize > 0`). Their acquire futures are
-//! cancel-safe and served in the order they started waiting, which gives FIFO putters and
-//! getters and lost-wakeup-free hand-offs. The ring itself sits behind a std mutex that is
-//! never held across an `.await`; durable commits run on a dedicated flusher thread.
+//! The ring and every count that decides (items to get, room under `maxsize`, unfinished
+//! tasks) change together under one std mutex, never held across an `.await`; each
+//! operation is one critical section. Getters and putters that must wait queue in FIFO wait
+//! lists under the same mutex (`wait.rs`): a freed unit is granted to the oldest waiter,
+//! and a waiter dropped with a grant passes it on, so waiting is cancel-safe, in arrival
+//! order and lost-wakeup-free. The uncontended path takes the mutex once and wakes no one.
+//! Durable commits run on a dedicated flusher thread.
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -22,9 +24,26 @@ use crate::storage::{ConcurrentFlush, MemStorage, Storage};
 mod commit;
 mod guard;
 mod inner;
+mod wait;
 
 pub use guard::{Guard, GuardBatch};
-use inner::Inner;
+use inner::{Inner, Kind, PendingRemoval, Reserved};
+
+/// Runs `f` (system calls: growth, a commit, opening) off the async worker: on tokio's
+/// blocking pool inside a tokio runtime, inline on the calling thread under any other
+/// executor (which has no worker pool of ours to protect).
+async fn off_worker<R: Send + 'static>(
+    path: &Path,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> Result<R> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => rt
+            .spawn_blocking(f)
+            .await
+            .map_err(|e| Error::io("cannot write to", path, std::io::Error::other(e))),
+        Err(_) => Ok(f()),
+    }
+}
 
 /// When acknowledged operations reach the disk. See `ARCHITECTURE.md` for what each policy
 /// can lose.
@@ -106,7 +125,9 @@ where
     T: Send + 'static,
     C: Codec<T>,
 {
-    /// Most items the queue holds before `put` waits (0: unbounded, the default).
+    /// Most items the queue holds before `put` waits (0: unbounded, the default). Items
+    /// taken by guards and not yet committed count; any value is accepted (a huge one is
+    /// effectively no limit).
     pub fn maxsize(mut self, maxsize: usize) -> Self {
         self.maxsize = maxsize;
         self
@@ -168,9 +189,7 @@ where
             };
             RingFile::open_in(backing, &options)
         };
-        let ring = tokio::task::spawn_blocking(open)
-            .await
-            .map_err(|e| Error::io("cannot open", &self.path, std::io::Error::other(e)))??;
+        let ring = off_worker(&self.path, open).await??;
         Ok(Queue {
             inner: Inner::start(ring, self.path, self.maxsize, self.durability),
             _item: PhantomData,
@@ -181,7 +200,10 @@ where
 /// A persistent, async FIFO queue of `T` in one file: the `asyncio.Queue` contract.
 ///
 /// Cheap to clone: every clone is a handle to the same queue, `Send + Sync`, usable from any
-/// task, thread or runtime. The file's lock is held until the last clone is dropped.
+/// task, thread or runtime: no tokio runtime, and no time driver, is needed to open it or to
+/// wait on it (under another executor, the rare system calls that tokio would run on its
+/// blocking pool run on the calling thread). The file's lock is held until the last clone is
+/// dropped.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -254,12 +276,26 @@ where
     }
 
     /// Puts an item, waiting while the queue is full (`maxsize`, or the byte limit).
+    /// Putters waiting for room are served in the order they started waiting. An item that
+    /// cannot fit even into the empty ring at its largest (`max_bytes`) fails with
+    /// [`Error::TooLarge`] instead of waiting.
+    ///
+    /// # Errors under [`Durability::Sync`]
+    /// The item is queued before its commit is asked for. If that commit fails, `put`
+    /// returns the error ([`Error::Poisoned`] or the flush's [`Error::Io`]) and **the item
+    /// stays queued**: this process still delivers it, but whether it survives a power cut
+    /// is unknown. Do not put it again blindly: that delivers it twice. Reopen the queue
+    /// (recovery re-verifies what is on disk) and check, or let consumers drop duplicates.
     ///
     /// # Cancel safety
-    /// Dropped while waiting for room, it puts nothing. Once the item is being written it
-    /// completes: the rare write that must grow the file runs on a blocking thread and
-    /// finishes even if this future is dropped; under [`Durability::Sync`] a put dropped
-    /// while waiting for its commit leaves the item queued (not yet known durable).
+    /// Dropped while waiting for room, it puts nothing, and room it was handed passes to the
+    /// next putter. Once the item is being written it completes: the rare write that must
+    /// grow the file runs on a blocking thread, which also counts the item (gettable, one
+    /// more task for [`Queue::join`], its place under `maxsize`) in the same step, even if
+    /// this future is dropped. Under [`Durability::Sync`] a put dropped while waiting for
+    /// its commit leaves the item queued (not yet known durable).
+    ///
+    /// Outside a tokio runtime (another executor), that write runs on the calling thread.
     pub async fn put(&self, item: T) -> Result<()> {
         self.put_marked(item, None).await
     }
@@ -290,44 +326,42 @@ where
         let len = C::encoded_len(&item).map_err(Error::Encode)?;
         let mut item = item;
         loop {
-            let permit = match &self.inner.space {
-                Some(space) => Some(space.acquire().await.map_err(|_| self.inner.closed())?),
-                None => None,
-            };
-            let cheap = self.inner.lock()?.push_is_cheap(len);
-            let pushed = if cheap {
-                self.inner.push::<T, C>(&item, len, upstream_seq)
-            } else {
-                // Growth or a commit: system calls that must not run on an async worker.
-                let inner = Arc::clone(&self.inner);
-                let (r, back) = tokio::task::spawn_blocking(move || {
-                    let r = inner.push::<T, C>(&item, len, upstream_seq);
-                    (r, item)
-                })
-                .await
-                .map_err(|e| {
-                    Error::io(
-                        "cannot write to",
-                        &self.inner.path,
-                        std::io::Error::other(e),
-                    )
-                })?;
-                item = back;
-                r
-            };
-            match pushed {
-                Ok(()) => {
-                    if let Some(p) = permit {
-                        p.forget();
-                    }
-                    self.inner.after_put();
-                    return self.inner.durable_ack().await;
+            let reserved = {
+                let mut g = self.inner.turn(Kind::Put).await?;
+                if g.push_is_cheap(len) {
+                    let r = self
+                        .inner
+                        .push_locked::<T, C>(&mut g.0, &item, len, upstream_seq);
+                    g.0.wake();
+                    r.map(|()| None)
+                } else {
+                    // Growth or a commit: hold the place, write on a blocking thread.
+                    g.0.pending_puts += 1;
+                    Ok(Some(Reserved {
+                        inner: Arc::clone(&self.inner),
+                        held: true,
+                    }))
                 }
-                Err(Error::Full) => {
-                    // The byte limit is reached: wait for a get to free room, then retry.
-                    drop(permit);
-                    self.inner.wait_for_room().await;
-                }
+            }?;
+            let Some(reserved) = reserved else {
+                return self.inner.durable_ack().await;
+            };
+            // Enabled before the push is tried, so a removal after a `Full` cannot be missed.
+            let room = self.inner.bytes_freed.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            let inner = Arc::clone(&self.inner);
+            let (r, back) = off_worker(&self.inner.path, move || {
+                let mut reserved = reserved;
+                let r = inner.push_reserved::<T, C>(&mut reserved, &item, len, upstream_seq);
+                (r, item)
+            })
+            .await?;
+            item = back;
+            match r {
+                Ok(()) => return self.inner.durable_ack().await,
+                // The byte limit: wait for a removal to free bytes, then queue again.
+                Err(Error::Full) => room.await,
                 Err(e) => return Err(e),
             }
         }
@@ -336,18 +370,19 @@ where
     /// Puts an item if there is room now, else fails with [`Error::Full`].
     ///
     /// Under [`Durability::Sync`] this does not wait for the commit (it is not async); call
-    /// [`Queue::sync`] to wait for durability.
+    /// [`Queue::sync`] to wait for durability. A push that must grow the file grows it on
+    /// the calling thread.
     pub fn put_nowait(&self, item: T) -> Result<()> {
         let len = C::encoded_len(&item).map_err(Error::Encode)?;
-        let permit = match &self.inner.space {
-            Some(space) => Some(space.try_acquire().map_err(|_| Error::Full)?),
-            None => None,
-        };
-        self.inner.push::<T, C>(&item, len, None)?;
-        if let Some(p) = permit {
-            p.forget();
+        {
+            let mut g = self.inner.lock()?;
+            if !g.0.may_pass(Kind::Put) {
+                return Err(Error::Full);
+            }
+            let r = self.inner.push_locked::<T, C>(&mut g.0, &item, len, None);
+            g.0.wake();
+            r?;
         }
-        self.inner.after_put();
         if self.inner.durability == Durability::Sync {
             self.inner.committer.request();
         }
@@ -360,34 +395,72 @@ where
     /// with its raw bytes: nothing is lost and the queue moves on.
     ///
     /// # Cancel safety
-    /// Dropped while waiting for an item, it takes nothing, and a wake-up it received passes
+    /// Dropped while waiting for an item, it takes nothing, and an item it was handed passes
     /// to the next getter. Under [`Durability::Sync`], a get dropped while its removal is
     /// being committed gives the item back, first in line.
     pub async fn get(&self) -> Result<T> {
         loop {
-            self.inner.take_item_permit().await?;
             if self.inner.durability != Durability::Sync {
-                if let Some(r) = self.inner.pop::<T, C>()? {
-                    return r;
+                let mut g = self.inner.turn(Kind::Get).await?;
+                let before = g.len();
+                let popped = self.inner.pop_locked::<T, C>(&mut g.0);
+                g.0.wake();
+                match popped? {
+                    Some(r) => return r,
+                    None if g.len() < before => continue, // damaged records were dropped
+                    None => return Err(Error::Empty),
                 }
-                continue;
             }
             // Sync: hold the item while its removal commits, so a cancelled get gives it back.
-            let mut batch = self.inner.take_batch::<T, C>(1)?;
-            if let Some((seq, item)) = batch.items.pop() {
-                batch.settled = true;
-                Inner::remove(&self.inner, vec![seq]).await?;
+            let mut items = Vec::with_capacity(1);
+            let (taken, pending) = {
+                let mut g = self.inner.turn(Kind::Get).await?;
+                let taken = self.inner.take_locked::<T, C>(&mut g.0, 1, &mut items);
+                let mut pending = PendingRemoval {
+                    inner: Arc::clone(&self.inner),
+                    seqs: Vec::with_capacity(1),
+                    finished: false,
+                };
+                if let Some((seq, _)) = items.first() {
+                    if let Err(e) = g.begin_removal(*seq) {
+                        drop(g);
+                        self.inner.release(&[*seq]);
+                        return Err(e);
+                    }
+                    pending.seqs.push(*seq);
+                }
+                g.0.wake();
+                (taken, pending)
+            };
+            taken?; // the lock is released: `pending` may be dropped here
+            if let Some((_, item)) = items.pop() {
+                pending.wait().await?;
                 return Ok(item);
             }
         }
     }
 
     /// Removes and returns the next item if there is one, else fails with [`Error::Empty`].
+    ///
+    /// Under [`Durability::Sync`] this does not wait for the commit of the removal (it is
+    /// not async): after a power cut the item may be delivered again. Use [`Queue::get`] or
+    /// a guard's commit where that matters.
     pub fn get_nowait(&self) -> Result<T> {
         loop {
-            let permit = self.inner.items.try_acquire().map_err(|_| Error::Empty)?;
-            permit.forget();
-            if let Some(r) = self.inner.pop::<T, C>()? {
+            let popped = {
+                let mut g = self.inner.lock()?;
+                if !g.0.may_pass(Kind::Get) {
+                    return Err(Error::Empty);
+                }
+                let before = g.len();
+                let popped = self.inner.pop_locked::<T, C>(&mut g.0);
+                g.0.wake();
+                match popped? {
+                    None if g.len() >= before => return Err(Error::Empty),
+                    popped => popped,
+                }
+            };
+            if let Some(r) = popped {
                 if self.inner.durability == Durability::Sync {
                     self.inner.committer.request();
                 }
@@ -403,7 +476,7 @@ where
     /// # Cancel safety
     /// Dropped while waiting, it takes nothing.
     pub async fn get_guarded(&self) -> Result<Guard<T>> {
-        let mut batch = self.get_guarded_batch(1).await?;
+        let mut batch = self.inner.take_batch::<T, C>(1).await?;
         let (seq, item) = batch.items.pop().expect("a batch holds at least one item");
         batch.settled = true;
         Ok(Guard {
@@ -420,24 +493,7 @@ where
     /// # Cancel safety
     /// Dropped while waiting, it takes nothing.
     pub async fn get_guarded_batch(&self, max: usize) -> Result<GuardBatch<T>> {
-        let max = max.max(1);
-        loop {
-            self.inner.take_item_permit().await?;
-            let mut extra = 0;
-            while extra + 1 < max {
-                match self.inner.items.try_acquire() {
-                    Ok(p) => {
-                        p.forget();
-                        extra += 1;
-                    }
-                    Err(_) => break,
-                }
-            }
-            let batch = self.inner.take_batch::<T, C>(extra + 1)?;
-            if !batch.items.is_empty() {
-                return Ok(batch);
-            }
-        }
+        self.inner.take_batch::<T, C>(max.max(1)).await
     }
 
     /// Marks one gotten item as processed (for [`Queue::join`]).
@@ -548,6 +604,19 @@ mod tests {
     use super::*;
 
     fn assert_send_sync<X: Send + Sync>() {}
+    fn assert_send<X: Send>(_: &X) {}
+
+    #[allow(dead_code)]
+    fn futures_are_send(q: Queue<Vec<u8>>, g: Guard<Vec<u8>>) {
+        assert_send(&q.put(vec![]));
+        assert_send(&q.put_from_source(vec![], 1));
+        assert_send(&q.get());
+        assert_send(&q.get_guarded());
+        assert_send(&q.get_guarded_batch(2));
+        assert_send(&q.join());
+        assert_send(&q.sync());
+        assert_send(&g.commit());
+    }
 
     #[test]
     fn public_types_are_send_and_sync() {

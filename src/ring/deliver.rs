@@ -13,8 +13,8 @@ impl<S: Storage> RingFile<S> {
 
     /// The next item a `pop` would return, borrowed from the map (zero copy).
     pub fn peek(&self) -> Option<Record<'_>> {
-        if self.returned > 0 {
-            let d = self.delivered.iter().find(|d| d.state == State::Returned)?;
+        if let Some(&seq) = self.returned.first() {
+            let d = &self.delivered[self.delivered_index(seq).ok()?];
             let f = read_frame(self.ring(), d.off, Some(self.epoch)).ok()?;
             return Some(Record {
                 seq: d.seq,
@@ -211,7 +211,9 @@ impl<S: Storage> RingFile<S> {
     }
 
     /// Abandons a removal begun with [`RingFile::begin_removal`]: the item is delivered again,
-    /// first in line. If a commit already named it removed, this commits again at once.
+    /// first in line. If a commit already named it removed, this commits again at once; when
+    /// that commit fails the item is back in line all the same and the error is the
+    /// commit's (only [`Error::NotInFlight`] means nothing changed).
     pub fn abort_removal(&mut self, seq: u64) -> Result<()> {
         let i = self.delivered_index(seq)?;
         if self.delivered[i].state != State::Removing {
@@ -219,7 +221,7 @@ impl<S: Storage> RingFile<S> {
         }
         let off = self.delivered[i].off;
         self.delivered[i].state = State::Returned;
-        self.returned += 1;
+        self.returned.insert(seq);
         self.queued += 1;
         self.set_done(off, false);
         // Removals behind it are no longer covered by the head a slot can name: mark them.
@@ -260,7 +262,7 @@ impl<S: Storage> RingFile<S> {
             return Err(Error::NotInFlight { seq });
         }
         d.state = State::Returned;
-        self.returned += 1;
+        self.returned.insert(seq);
         self.queued += 1;
         Ok(())
     }
@@ -287,13 +289,11 @@ impl<S: Storage> RingFile<S> {
     /// Picks the next item (returned first, else fresh), marks it `state`, and returns its
     /// offset and checked frame.
     pub(super) fn deliver(&mut self, state: State) -> Option<(usize, format::Frame)> {
-        while self.returned > 0 {
-            let i = self
-                .delivered
-                .iter()
-                .position(|d| d.state == State::Returned)?;
+        while let Some(seq) = self.returned.pop_first() {
+            let Ok(i) = self.delivered_index(seq) else {
+                continue;
+            };
             let d = self.delivered[i];
-            self.returned -= 1;
             self.queued -= 1;
             match read_frame(self.ring(), d.off, Some(self.epoch)) {
                 Ok(f) if f.seq == d.seq => {

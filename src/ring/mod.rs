@@ -169,7 +169,9 @@ pub struct RingFile<S: Storage = MappedFile> {
     delivered: VecDeque<Delivered>,
     /// Sum of the spans in `delivered`.
     delivered_span: usize,
-    returned: usize,
+    /// Sequence numbers of the entries given back, lowest first: the next deliveries, in
+    /// order, without a scan of `delivered`.
+    returned: std::collections::BTreeSet<u64>,
     /// File ranges written since the last commit.
     dirty: Vec<Range<usize>>,
     /// Ranges a commit in progress on another thread is flushing.

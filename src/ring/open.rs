@@ -51,7 +51,7 @@ impl<S: Storage> RingFile<S> {
             queued: 0,
             delivered: VecDeque::with_capacity(16),
             delivered_span: 0,
-            returned: 0,
+            returned: Default::default(),
             dirty: Vec::with_capacity(8),
             in_flight: Vec::new(),
             committed: Pos::default(),

@@ -8,6 +8,7 @@ mod kafka;
 mod lock;
 mod power_model;
 mod queue;
+mod queue_model;
 mod recovery;
 #[cfg(feature = "nats")]
 mod relay;

@@ -1,0 +1,1096 @@
+//! Model-based test of `Queue<T>` (issue 17): random operation sequences against a plain
+//! reference model, with every async operation polled a random number of times and then
+//! finished, left pending beside other operations, or dropped at whatever await point it is.
+//!
+//! The model is a set of possible states, not one: an operation whose effect may happen at
+//! an unseen moment (a put dropped while its write runs on a blocking thread, a put whose
+//! permit a get hands over while it waits) branches the set, and every observation (`qsize`,
+//! what a get returns, whether `put_nowait` is accepted, whether `join` is done) keeps only
+//! the states that agree. An empty set is a failure: no legal history explains what the
+//! queue did. Items carry unique ids, so a lost, duplicated or reordered item shows.
+//!
+//! Contract assumed beyond asyncio's: an item taken by a guard keeps its room (against
+//! `maxsize`) until the guard is committed; a released guard's item comes back first in line
+//! (items come back in put order); an item counts as an unfinished task from the moment it is
+//! in the ring; a put whose write happened counts even if its future was dropped.
+//!
+//! Budget: `RINGQ_QMODEL_CASES` cases (default [`DEFAULT_CASES`]) from seed
+//! `RINGQ_QMODEL_SEED` (default fixed). A failure prints the case's seed, its configuration,
+//! a shrunk operation sequence and the observed log; replay it with
+//! `RINGQ_QMODEL_SEED=<seed> RINGQ_QMODEL_CASES=1`.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use ringq::{Bincode, Codec, Durability, Error, Guard, GuardBatch, Queue};
+use tokio::runtime::Runtime;
+
+type Item = Vec<u8>;
+type Q = Queue<Item>;
+
+/// Cases run by default: about 10 s in debug on a loaded 2-core machine.
+const DEFAULT_CASES: u64 = 150;
+const STEPS: usize = 40;
+/// The longest an operation the model says must finish may take.
+const MUST_FINISH: Duration = Duration::from_secs(3);
+
+// ------------------------------------------------------------------------- generation
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // splitmix64
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.below(xs.len() as u64) as usize]
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Cfg {
+    maxsize: usize,
+    initial: u64,
+    max_bytes: Option<u64>,
+    durability: Durability,
+    /// Item lengths in bytes, inclusive.
+    lens: (usize, usize),
+}
+
+impl Cfg {
+    fn random(rng: &mut Rng) -> Cfg {
+        let durability = if rng.below(10) < 3 {
+            Durability::Sync
+        } else {
+            Durability::Buffered
+        };
+        if rng.below(5) == 0 {
+            // The byte limit: puts meet Full and wait for room.
+            return Cfg {
+                maxsize: rng.pick(&[0, 0, 3]),
+                initial: 4096,
+                max_bytes: Some(8192),
+                durability,
+                lens: (100, 1000),
+            };
+        }
+        let slow = rng.below(2) == 0;
+        Cfg {
+            maxsize: rng.pick(&[0, 0, 1, 2, 3, 4]),
+            // A small ring grows on the puts' slow path (a blocking thread).
+            initial: if slow { 4096 } else { 1 << 20 },
+            max_bytes: None,
+            durability,
+            lens: if slow && rng.below(2) == 0 {
+                (8, 10_000)
+            } else {
+                (8, 64)
+            },
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Put(usize),
+    Get,
+    Guarded,
+    Batch(usize),
+    /// Commit the held guard or batch with this index (modulo how many are held).
+    Commit(usize),
+    Join,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    PutNowait(usize),
+    GetNowait,
+    TaskDone,
+    /// Starts an async operation and polls it `k` times (a live one is dropped first).
+    Start(Kind, u32),
+    /// Polls the live operation `k` more times.
+    Poll(u32),
+    /// Drops the live operation wherever it is.
+    Drop,
+    /// Drives the live operation to its end if the model says it must finish, else drops it.
+    Finish,
+    /// Drops (releases) a held guard or batch.
+    Release(usize),
+    /// A fresh `join()` polled once.
+    Join,
+    /// Closes every handle and reopens the file with this maxsize.
+    Reopen(usize),
+}
+
+fn gen_ops(rng: &mut Rng, cfg: &Cfg) -> Vec<Op> {
+    let len = |rng: &mut Rng| {
+        let (lo, hi) = cfg.lens;
+        if hi > 1000 && rng.below(4) != 0 {
+            lo + rng.below(56) as usize // mostly small, now and then up to 10 KB
+        } else {
+            lo + rng.below((hi - lo + 1) as u64) as usize
+        }
+    };
+    (0..STEPS)
+        .map(|_| match rng.below(100) {
+            0..=17 => Op::PutNowait(len(rng)),
+            18..=29 => Op::GetNowait,
+            30..=36 => Op::TaskDone,
+            37..=68 => {
+                let kind = match rng.below(20) {
+                    0..=6 => Kind::Put(len(rng)),
+                    7..=11 => Kind::Get,
+                    12..=14 => Kind::Guarded,
+                    15..=16 => Kind::Batch(1 + rng.below(4) as usize),
+                    17..=18 => Kind::Commit(rng.below(4) as usize),
+                    _ => Kind::Join,
+                };
+                Op::Start(kind, rng.below(4) as u32)
+            }
+            69..=76 => Op::Poll(1 + rng.below(3) as u32),
+            77..=81 => Op::Drop,
+            82..=89 => Op::Finish,
+            90..=94 => Op::Release(rng.below(4) as usize),
+            95..=97 => Op::Join,
+            _ => Op::Reopen(rng.below(4) as usize),
+        })
+        .collect()
+}
+
+fn make_item(id: u64, len: usize) -> Item {
+    let mut v = id.to_le_bytes().to_vec();
+    v.resize(len.max(8), id as u8);
+    v
+}
+
+fn id_of(item: &[u8]) -> u64 {
+    u64::from_le_bytes(item[..8].try_into().expect("items are at least 8 bytes"))
+}
+
+// ------------------------------------------------------------------------- the model
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum St {
+    Queued,
+    Taken,
+    Gone,
+}
+
+/// The live operation's unseen state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum L {
+    /// No hidden effect (a waiting getter, a join, a commit, nothing).
+    Idle,
+    PutWaiting,
+    /// The put holds room; its write may happen at any moment.
+    PutReserved,
+    PutPushed,
+    /// A `Sync` get took this item and waits for its removal's commit.
+    GetHolding(u64),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct S {
+    /// Items in put order (which is also the order they come back in).
+    items: Vec<(u64, St)>,
+    tasks: u64,
+    live: L,
+    /// Dropped puts whose write may still happen (each holds its room until then).
+    orphans: Vec<u64>,
+}
+
+impl S {
+    fn queued(&self) -> usize {
+        self.items.iter().filter(|i| i.1 == St::Queued).count()
+    }
+    fn front(&self) -> Option<u64> {
+        self.items.iter().find(|i| i.1 == St::Queued).map(|i| i.0)
+    }
+    fn used(&self) -> usize {
+        let held = self.items.iter().filter(|i| i.1 != St::Gone).count();
+        held + self.orphans.len() + usize::from(self.live == L::PutReserved)
+    }
+    fn set(&mut self, id: u64, st: St) {
+        if let Some(i) = self.items.iter_mut().find(|i| i.0 == id) {
+            i.1 = st;
+        }
+    }
+    fn push(&mut self, id: u64) {
+        self.items.push((id, St::Queued));
+        self.tasks += 1;
+    }
+    fn normalize(mut self) -> S {
+        let gone = self.items.iter().take_while(|i| i.1 == St::Gone).count();
+        self.items.drain(..gone);
+        self
+    }
+}
+
+/// What the model needs to know beside the states: the configuration and item sizes.
+struct Env {
+    cfg: Cfg,
+    lens: HashMap<u64, usize>,
+    /// Ring bytes of each item's record.
+    records: HashMap<u64, usize>,
+    max_record: usize,
+}
+
+impl Env {
+    fn record(&self, id: u64) -> usize {
+        self.records[&id]
+    }
+    fn room(&self, s: &S) -> bool {
+        self.cfg.maxsize == 0 || s.used() < self.cfg.maxsize
+    }
+    /// Ring bytes certainly in use: every record from the oldest one not removed to the
+    /// newest (removed ones behind a taken item keep their space).
+    fn held_bytes(&self, s: &S) -> usize {
+        let mut b: usize = s.items.iter().map(|i| self.record(i.0)).sum();
+        b += s.orphans.iter().map(|&o| self.record(o)).sum::<usize>();
+        b
+    }
+    /// The byte limit certainly leaves room for `id` (padding, a wrap and growth to the
+    /// limit cost at most about the same again).
+    fn bytes_fit(&self, s: &S, id: u64) -> bool {
+        match self.cfg.max_bytes {
+            None => true,
+            Some(m) => {
+                2 * (self.held_bytes(s) + self.record(id) + self.max_record + 256) <= m as usize
+            }
+        }
+    }
+    /// The byte limit certainly refuses `id`.
+    fn bytes_refuse(&self, s: &S, id: u64) -> bool {
+        if self.cfg.max_bytes.is_none() {
+            return false;
+        }
+        let live: usize = s
+            .items
+            .iter()
+            .filter(|i| i.1 != St::Gone)
+            .map(|i| self.record(i.0))
+            .sum();
+        self.cfg
+            .max_bytes
+            .is_some_and(|m| live + self.record(id) > m as usize)
+    }
+}
+
+/// Every state reachable by effects that may happen unseen at any moment.
+fn close(states: Vec<S>, env: &Env, live_put: Option<u64>) -> Vec<S> {
+    let mut seen: HashSet<S> = HashSet::new();
+    let mut todo = states;
+    while let Some(s) = todo.pop() {
+        if !seen.insert(s.clone()) {
+            continue;
+        }
+        for (i, &o) in s.orphans.iter().enumerate() {
+            let mut pushed = s.clone();
+            pushed.orphans.remove(i);
+            let mut vanished = pushed.clone();
+            pushed.push(o);
+            todo.push(pushed);
+            vanished.orphans.sort_unstable();
+            todo.push(vanished);
+        }
+        if let Some(id) = live_put {
+            match s.live {
+                L::PutWaiting if env.room(&s) => {
+                    todo.push(S {
+                        live: L::PutReserved,
+                        ..s.clone()
+                    });
+                }
+                L::PutReserved => {
+                    let mut t = S {
+                        live: L::PutPushed,
+                        ..s.clone()
+                    };
+                    t.push(id);
+                    todo.push(t);
+                    if env.cfg.max_bytes.is_some() {
+                        // The write met the byte limit: the put gives its room back and waits.
+                        todo.push(S {
+                            live: L::PutWaiting,
+                            ..s.clone()
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    seen.into_iter().map(S::normalize).collect()
+}
+
+// ------------------------------------------------------------------------- the harness
+
+enum Out {
+    Put(ringq::Result<()>),
+    Get(ringq::Result<Item>),
+    Guard(ringq::Result<Guard<Item>>),
+    Batch(ringq::Result<GuardBatch<Item>>),
+    Commit(ringq::Result<()>),
+    Join,
+}
+
+type LiveFut = Pin<Box<dyn Future<Output = Out>>>;
+
+#[derive(Clone, Copy, Debug)]
+enum LiveKind {
+    Put(u64),
+    Get,
+    Guarded,
+    Batch(usize),
+    Commit,
+    Join,
+}
+
+enum Held {
+    One(Guard<Item>),
+    Many(GuardBatch<Item>),
+}
+
+struct Case<'a> {
+    rt: &'a Runtime,
+    env: Env,
+    path: std::path::PathBuf,
+    q: Option<Q>,
+    states: Vec<S>,
+    live: Option<(LiveKind, LiveFut, Vec<u64>)>,
+    held: Vec<(Held, Vec<u64>)>,
+    next_id: u64,
+    log: Vec<String>,
+}
+
+type Res = Result<(), String>;
+
+fn poll_once(rt: &Runtime, fut: &mut LiveFut) -> Poll<Out> {
+    let _enter = rt.enter();
+    fut.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+}
+
+/// Lets the runtime and the threads it started make progress.
+fn settle(rt: &Runtime) {
+    rt.block_on(async {
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+    });
+}
+
+impl<'a> Case<'a> {
+    fn q(&self) -> &Q {
+        self.q.as_ref().expect("the queue is open")
+    }
+
+    fn live_put(&self) -> Option<u64> {
+        match self.live {
+            Some((LiveKind::Put(id), ..)) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// Applies `f` to every state (after the unseen effects): the states that allow the
+    /// observation survive. None left: the queue did something no legal history explains.
+    fn apply(&mut self, what: &str, f: impl Fn(&Env, &S) -> Vec<S>) -> Res {
+        let closed = close(std::mem::take(&mut self.states), &self.env, self.live_put());
+        let mut next: Vec<S> = closed.iter().flat_map(|s| f(&self.env, s)).collect();
+        next = next
+            .into_iter()
+            .map(S::normalize)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        self.log
+            .push(format!("    {what} -> {} state(s)", next.len()));
+        if next.is_empty() {
+            let mut shown: Vec<String> = closed.iter().take(4).map(|s| format!("{s:?}")).collect();
+            shown.sort();
+            return Err(format!(
+                "{what}: no model state allows it; states were:\n      {}",
+                shown.join("\n      ")
+            ));
+        }
+        self.states = next;
+        Ok(())
+    }
+
+    fn observe(&mut self) -> Res {
+        settle(self.rt);
+        let n = self.q().qsize();
+        self.apply(&format!("qsize() = {n}"), |_, s| {
+            if s.queued() == n {
+                vec![s.clone()]
+            } else {
+                vec![]
+            }
+        })
+    }
+
+    fn check_item(&self, item: &Item) -> Result<u64, String> {
+        let id = id_of(item);
+        match self.env.lens.get(&id) {
+            Some(&len) if make_item(id, len) == *item => Ok(id),
+            _ => Err(format!(
+                "item {id} came back with wrong bytes ({} bytes)",
+                item.len()
+            )),
+        }
+    }
+
+    fn new_item(&mut self, len: usize) -> (u64, Item) {
+        self.next_id += 1;
+        let id = self.next_id;
+        let item = make_item(id, len);
+        let enc = <Bincode as Codec<Item>>::encoded_len(&item).expect("bytes encode");
+        let record = ringq::format::record_size(enc).expect("a small record");
+        self.env.lens.insert(id, len);
+        self.env.records.insert(id, record);
+        self.env.max_record = self.env.max_record.max(record);
+        (id, item)
+    }
+
+    fn run(&mut self, op: Op) -> Res {
+        self.log.push(format!("{op:?}"));
+        match op {
+            Op::PutNowait(len) => {
+                let (id, item) = self.new_item(len);
+                let r = self.q().put_nowait(item);
+                self.log.push(format!("    put_nowait({id}) = {r:?}"));
+                match r {
+                    Ok(()) => self.apply("accepted", |env, s| {
+                        if env.room(s) && !env.bytes_refuse(s, id) {
+                            let mut t = s.clone();
+                            t.push(id);
+                            vec![t]
+                        } else {
+                            vec![]
+                        }
+                    })?,
+                    Err(Error::Full) => self.apply("Full", |env, s| {
+                        let full = !env.room(s) || !env.bytes_fit(s, id);
+                        if full {
+                            vec![s.clone()]
+                        } else {
+                            vec![]
+                        }
+                    })?,
+                    Err(e) => return Err(format!("put_nowait failed: {e}")),
+                }
+            }
+            Op::GetNowait => {
+                let r = self.q().get_nowait();
+                let waiting_getter = matches!(
+                    self.live,
+                    Some((LiveKind::Get | LiveKind::Guarded | LiveKind::Batch(_), ..))
+                );
+                match r {
+                    Ok(item) => {
+                        let id = self.check_item(&item)?;
+                        self.log.push(format!("    get_nowait = {id}"));
+                        self.apply("got the front", |_, s| take_front(s, &[id], St::Gone))?;
+                    }
+                    Err(Error::Empty) => {
+                        self.log.push("    get_nowait = Empty".into());
+                        // A waiting getter has first claim on one item.
+                        self.apply("Empty", |_, s| {
+                            let claim = usize::from(waiting_getter && s.live == L::Idle);
+                            if s.queued() <= claim {
+                                vec![s.clone()]
+                            } else {
+                                vec![]
+                            }
+                        })?;
+                    }
+                    Err(e) => return Err(format!("get_nowait failed: {e}")),
+                }
+            }
+            Op::TaskDone => {
+                let r = self.q().task_done();
+                self.log.push(format!("    task_done = {r:?}"));
+                let ok = r.is_ok();
+                if let Err(e) = &r {
+                    if !matches!(e, Error::TaskDoneUnderflow) {
+                        return Err(format!("task_done failed: {e}"));
+                    }
+                }
+                self.apply("task_done", |_, s| match (ok, s.tasks) {
+                    (true, n) if n > 0 => vec![S {
+                        tasks: n - 1,
+                        ..s.clone()
+                    }],
+                    (false, 0) => vec![s.clone()],
+                    _ => vec![],
+                })?;
+            }
+            Op::Start(kind, k) => {
+                if self.live.is_some() {
+                    self.drop_live()?;
+                }
+                self.start(kind)?;
+                self.poll_live(k)?;
+            }
+            Op::Poll(k) => {
+                self.poll_live(k)?;
+                // A getter the model says has an item, or a join with no task left, must
+                // not stay pending.
+                if matches!(
+                    self.live,
+                    Some((
+                        LiveKind::Get | LiveKind::Guarded | LiveKind::Batch(_) | LiveKind::Join,
+                        ..
+                    ))
+                ) && self.must_finish()
+                {
+                    self.drive_live()?;
+                }
+            }
+            Op::Drop => self.drop_live()?,
+            Op::Finish => {
+                if self.live.is_some() {
+                    if self.must_finish() {
+                        self.drive_live()?;
+                    } else {
+                        self.poll_live(1)?;
+                        self.drop_live()?;
+                    }
+                }
+            }
+            Op::Release(i) => {
+                if !self.held.is_empty() {
+                    let (h, ids) = self.held.remove(i % self.held.len());
+                    drop(h);
+                    self.log.push(format!("    released {ids:?}"));
+                    self.apply("released", |_, s| {
+                        let mut t = s.clone();
+                        ids.iter().for_each(|&id| t.set(id, St::Queued));
+                        vec![t]
+                    })?;
+                }
+            }
+            Op::Join => {
+                let q = self.q().clone();
+                let mut fut: LiveFut = Box::pin(async move {
+                    q.join().await;
+                    Out::Join
+                });
+                settle(self.rt);
+                let done = poll_once(self.rt, &mut fut).is_ready();
+                self.log.push(format!("    join ready: {done}"));
+                self.apply("join", |_, s| {
+                    if (s.tasks == 0) == done {
+                        vec![s.clone()]
+                    } else {
+                        vec![]
+                    }
+                })?;
+            }
+            Op::Reopen(m) => {
+                let count = self.states[0].used();
+                let maxsize = match (self.env.cfg.maxsize, m) {
+                    (0, _) => 0,
+                    (_, 0) => count.saturating_sub(1).max(1), // fewer room than items
+                    (c, _) => [1, 2, c][m % 3],
+                };
+                self.reopen(maxsize)?;
+            }
+        }
+        self.observe()
+    }
+
+    fn start(&mut self, kind: Kind) -> Res {
+        let q = self.q().clone();
+        let (lk, fut, ids): (LiveKind, LiveFut, Vec<u64>) = match kind {
+            Kind::Put(len) => {
+                let (id, item) = self.new_item(len);
+                self.states.iter_mut().for_each(|s| s.live = L::PutWaiting);
+                (
+                    LiveKind::Put(id),
+                    Box::pin(async move { Out::Put(q.put(item).await) }),
+                    vec![],
+                )
+            }
+            Kind::Get => (
+                LiveKind::Get,
+                Box::pin(async move { Out::Get(q.get().await) }),
+                vec![],
+            ),
+            Kind::Guarded => (
+                LiveKind::Guarded,
+                Box::pin(async move { Out::Guard(q.get_guarded().await) }),
+                vec![],
+            ),
+            Kind::Batch(n) => (
+                LiveKind::Batch(n),
+                Box::pin(async move { Out::Batch(q.get_guarded_batch(n).await) }),
+                vec![],
+            ),
+            Kind::Commit(i) => {
+                if self.held.is_empty() {
+                    return Ok(());
+                }
+                let (h, ids) = self.held.remove(i % self.held.len());
+                let fut: LiveFut = match h {
+                    Held::One(g) => {
+                        Box::pin(async move { Out::Commit(g.commit().await.map(|_| ())) })
+                    }
+                    Held::Many(b) => {
+                        Box::pin(async move { Out::Commit(b.commit().await.map(|_| ())) })
+                    }
+                };
+                (LiveKind::Commit, fut, ids)
+            }
+            Kind::Join => (
+                LiveKind::Join,
+                Box::pin(async move {
+                    q.join().await;
+                    Out::Join
+                }),
+                vec![],
+            ),
+        };
+        self.log.push(format!("    started {lk:?} {ids:?}"));
+        self.live = Some((lk, fut, ids));
+        Ok(())
+    }
+
+    fn poll_live(&mut self, k: u32) -> Res {
+        for _ in 0..k {
+            let Some((kind, fut, _)) = self.live.as_mut() else {
+                return Ok(());
+            };
+            let kind = *kind;
+            match poll_once(self.rt, fut) {
+                Poll::Ready(out) => return self.finished(out),
+                Poll::Pending => {
+                    self.log.push(format!("    {kind:?} pending"));
+                    if matches!(kind, LiveKind::Get) && self.env.cfg.durability == Durability::Sync
+                    {
+                        // It may have taken the front item and now waits for its commit.
+                        self.apply("sync get pending", |_, s| {
+                            let mut v = vec![s.clone()];
+                            if let (L::Idle, Some(id)) = (s.live, s.front()) {
+                                let mut t = s.clone();
+                                t.set(id, St::Taken);
+                                t.live = L::GetHolding(id);
+                                v.push(t);
+                            }
+                            v
+                        })?;
+                    }
+                    self.observe()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// True when, in every possible state, the live operation can complete.
+    fn must_finish(&mut self) -> bool {
+        let Some((kind, ..)) = &self.live else {
+            return false;
+        };
+        let kind = *kind;
+        let closed = close(self.states.clone(), &self.env, self.live_put());
+        closed.iter().all(|s| match kind {
+            LiveKind::Put(id) => match s.live {
+                L::PutPushed => true,
+                L::PutReserved => self.env.bytes_fit(s, id),
+                L::PutWaiting => self.env.room(s) && self.env.bytes_fit(s, id),
+                _ => false,
+            },
+            LiveKind::Get => matches!(s.live, L::GetHolding(_)) || s.queued() > 0,
+            LiveKind::Guarded | LiveKind::Batch(_) => s.queued() > 0,
+            LiveKind::Commit => true,
+            LiveKind::Join => s.tasks == 0,
+        })
+    }
+
+    fn drive_live(&mut self) -> Res {
+        let Some((kind, mut fut, ids)) = self.live.take() else {
+            return Ok(());
+        };
+        let out = self
+            .rt
+            .block_on(async { tokio::time::timeout(MUST_FINISH, &mut fut).await });
+        match out {
+            Ok(out) => {
+                self.live = Some((kind, fut, ids));
+                self.finished(out)
+            }
+            Err(_) => Err(format!(
+                "{kind:?} stayed pending for {MUST_FINISH:?} although the model says it can finish"
+            )),
+        }
+    }
+
+    fn finished(&mut self, out: Out) -> Res {
+        // Effects that happened unseen belong to the live operation: close while it is live.
+        self.states = close(std::mem::take(&mut self.states), &self.env, self.live_put());
+        let (kind, _fut, ids) = self.live.take().expect("a live operation finished");
+        let idle = |s: &S| S {
+            live: L::Idle,
+            ..s.clone()
+        };
+        match out {
+            Out::Put(Ok(())) => {
+                self.log.push(format!("    {kind:?} done"));
+                self.apply("put done", |_, s| {
+                    if s.live == L::PutPushed {
+                        vec![idle(s)]
+                    } else {
+                        vec![]
+                    }
+                })?;
+            }
+            Out::Get(Ok(item)) => {
+                let id = self.check_item(&item)?;
+                self.log.push(format!("    get = {id}"));
+                self.apply("get", |_, s| match s.live {
+                    L::GetHolding(h) if h == id => {
+                        let mut t = idle(s);
+                        t.set(id, St::Gone);
+                        vec![t]
+                    }
+                    L::GetHolding(_) => vec![],
+                    _ => take_front(&idle(s), &[id], St::Gone),
+                })?;
+            }
+            Out::Guard(Ok(g)) => {
+                let id = self.check_item(g.item())?;
+                self.log.push(format!("    get_guarded = {id}"));
+                self.apply("guard", |_, s| take_front(&idle(s), &[id], St::Taken))?;
+                self.held.push((Held::One(g), vec![id]));
+            }
+            Out::Batch(Ok(b)) => {
+                let mut got = Vec::new();
+                for (_, item) in b.items() {
+                    got.push(self.check_item(item)?);
+                }
+                self.log.push(format!("    batch = {got:?}"));
+                let LiveKind::Batch(n) = kind else {
+                    unreachable!()
+                };
+                if got.is_empty() || got.len() > n {
+                    return Err(format!(
+                        "a batch of at most {n} came with {} items",
+                        got.len()
+                    ));
+                }
+                self.apply("batch", |_, s| take_front(&idle(s), &got, St::Taken))?;
+                self.held.push((Held::Many(b), got));
+            }
+            Out::Commit(Ok(())) => {
+                self.log.push(format!("    committed {ids:?}"));
+                self.apply("commit", |_, s| {
+                    let mut t = idle(s);
+                    ids.iter().for_each(|&id| t.set(id, St::Gone));
+                    vec![t]
+                })?;
+            }
+            Out::Join => {
+                self.log.push("    join done".into());
+                self.apply("join done", |_, s| {
+                    if s.tasks == 0 {
+                        vec![idle(s)]
+                    } else {
+                        vec![]
+                    }
+                })?;
+            }
+            Out::Put(Err(e)) | Out::Get(Err(e)) | Out::Commit(Err(e)) => {
+                return Err(format!("{kind:?} failed: {e}"))
+            }
+            Out::Guard(Err(e)) | Out::Batch(Err(e)) => return Err(format!("{kind:?} failed: {e}")),
+        }
+        Ok(())
+    }
+
+    fn drop_live(&mut self) -> Res {
+        let Some((kind, fut, ids)) = self.live.take() else {
+            return Ok(());
+        };
+        drop(fut);
+        self.log.push(format!("    dropped {kind:?}"));
+        match kind {
+            LiveKind::Put(id) => {
+                // Live states must be read before the put stops being live: close first.
+                self.states = close(std::mem::take(&mut self.states), &self.env, Some(id));
+                self.apply("put dropped", |_, s| {
+                    let mut t = S {
+                        live: L::Idle,
+                        ..s.clone()
+                    };
+                    if s.live == L::PutReserved {
+                        t.orphans.push(id); // its write may still come, on its thread
+                        t.orphans.sort_unstable();
+                    }
+                    vec![t]
+                })?;
+            }
+            _ => self.apply("dropped", |_, s| {
+                let mut t = S {
+                    live: L::Idle,
+                    ..s.clone()
+                };
+                if let L::GetHolding(h) = s.live {
+                    t.set(h, St::Queued); // given back, first in line
+                }
+                ids.iter().for_each(|&id| t.set(id, St::Queued));
+                vec![t]
+            })?,
+        }
+        self.observe()
+    }
+
+    /// Drops every handle and opens the file again (taken items come back; the counts are
+    /// the items found).
+    fn reopen(&mut self, maxsize: usize) -> Res {
+        self.drop_live()?;
+        let released: Vec<u64> = self.held.drain(..).flat_map(|(_, ids)| ids).collect();
+        self.apply("guards dropped", |_, s| {
+            let mut t = s.clone();
+            released.iter().for_each(|&id| t.set(id, St::Queued));
+            vec![t]
+        })?;
+        self.q = None;
+        let cfg = self.env.cfg.clone();
+        let start = Instant::now();
+        let q = loop {
+            // A dropped put's thread holds the queue until its write is done.
+            let mut b = Q::builder(&self.path)
+                .maxsize(maxsize)
+                .durability(cfg.durability)
+                .initial_capacity(cfg.initial);
+            if let Some(m) = cfg.max_bytes {
+                b = b.max_bytes(m);
+            }
+            match self.rt.block_on(b.open()) {
+                Ok(q) => break q,
+                Err(Error::Locked { .. }) if start.elapsed() < MUST_FINISH => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                Err(e) => return Err(format!("reopen failed: {e}")),
+            }
+        };
+        self.q = Some(q);
+        self.env.cfg.maxsize = maxsize;
+        self.log
+            .push(format!("    reopened with maxsize {maxsize}"));
+        // Orphans are settled one way or the other now.
+        let mut states = close(std::mem::take(&mut self.states), &self.env, None);
+        states.retain(|s| s.orphans.is_empty());
+        self.states = states
+            .into_iter()
+            .map(|s| {
+                let items: Vec<(u64, St)> = s
+                    .items
+                    .iter()
+                    .filter(|i| i.1 != St::Gone)
+                    .map(|i| (i.0, St::Queued))
+                    .collect();
+                S {
+                    tasks: items.len() as u64,
+                    items,
+                    live: L::Idle,
+                    orphans: vec![],
+                }
+            })
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        self.observe()
+    }
+
+    /// The end of a case: every acknowledged item is on the file, once, in order.
+    fn drain(&mut self) -> Res {
+        self.log.push("drain".into());
+        self.reopen(0)?;
+        loop {
+            match self.q().get_nowait() {
+                Ok(item) => {
+                    let id = self.check_item(&item)?;
+                    self.log.push(format!("    get_nowait = {id}"));
+                    self.apply("drained the front", |_, s| take_front(s, &[id], St::Gone))?;
+                }
+                Err(Error::Empty) => break,
+                Err(e) => return Err(format!("get_nowait failed: {e}")),
+            }
+        }
+        self.apply("drained", |_, s| {
+            if s.queued() == 0 {
+                vec![s.clone()]
+            } else {
+                vec![]
+            }
+        })?;
+        let tasks = self.states[0].tasks;
+        for _ in 0..tasks {
+            self.run(Op::TaskDone)?;
+        }
+        self.run(Op::Join)?;
+        self.run(Op::TaskDone) // one too many: an underflow error
+    }
+}
+
+/// The state after the first queued items are `ids`, taken into `st`; none if they are not.
+fn take_front(s: &S, ids: &[u64], st: St) -> Vec<S> {
+    let queued: Vec<u64> = s
+        .items
+        .iter()
+        .filter(|i| i.1 == St::Queued)
+        .map(|i| i.0)
+        .collect();
+    if !queued.starts_with(ids) {
+        return vec![];
+    }
+    let mut t = s.clone();
+    ids.iter().for_each(|&id| t.set(id, st));
+    vec![t]
+}
+
+struct Failure {
+    step: usize,
+    msg: String,
+    log: Vec<String>,
+}
+
+fn run_case(rt: &Runtime, cfg: &Cfg, ops: &[Op]) -> Result<(), Failure> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("model.ringq");
+    let mut b = Q::builder(&path)
+        .maxsize(cfg.maxsize)
+        .durability(cfg.durability)
+        .initial_capacity(cfg.initial);
+    if let Some(m) = cfg.max_bytes {
+        b = b.max_bytes(m);
+    }
+    let q = rt.block_on(b.open()).map_err(|e| Failure {
+        step: 0,
+        msg: format!("open: {e}"),
+        log: vec![],
+    })?;
+    let mut case = Case {
+        rt,
+        env: Env {
+            cfg: cfg.clone(),
+            lens: HashMap::new(),
+            records: HashMap::new(),
+            max_record: 0,
+        },
+        path,
+        q: Some(q),
+        states: vec![S {
+            items: vec![],
+            tasks: 0,
+            live: L::Idle,
+            orphans: vec![],
+        }],
+        live: None,
+        held: vec![],
+        next_id: 0,
+        log: vec![],
+    };
+    for (step, &op) in ops.iter().enumerate() {
+        if let Err(msg) = case.run(op) {
+            return Err(Failure {
+                step,
+                msg,
+                log: std::mem::take(&mut case.log),
+            });
+        }
+    }
+    case.drain().map_err(|msg| Failure {
+        step: ops.len(),
+        msg,
+        log: std::mem::take(&mut case.log),
+    })
+}
+
+/// Removes chunks of operations while the case still fails, within a time budget.
+fn shrink(rt: &Runtime, cfg: &Cfg, mut ops: Vec<Op>, mut fail: Failure) -> (Vec<Op>, Failure) {
+    let start = Instant::now();
+    let mut chunk = ops.len() / 2;
+    while chunk > 0 && start.elapsed() < Duration::from_secs(30) {
+        let mut i = 0;
+        while i + chunk <= ops.len() && start.elapsed() < Duration::from_secs(30) {
+            let mut shorter = ops.clone();
+            shorter.drain(i..i + chunk);
+            match run_case(rt, cfg, &shorter) {
+                Err(f) => {
+                    ops = shorter;
+                    fail = f;
+                }
+                Ok(()) => i += 1,
+            }
+        }
+        chunk /= 2;
+    }
+    (ops, fail)
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    let v = v.trim();
+    match v.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => v.parse().ok(),
+    }
+}
+
+#[test]
+fn queue_matches_its_model_on_random_operation_sequences() {
+    let cases = env_u64("RINGQ_QMODEL_CASES").unwrap_or(DEFAULT_CASES);
+    let base = env_u64("RINGQ_QMODEL_SEED").unwrap_or(0x17_5eed);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let keep_going = std::env::var_os("RINGQ_QMODEL_KEEP_GOING").is_some();
+    let mut failed = 0;
+    let start = Instant::now();
+    for seed in base..base + cases {
+        let mut rng = Rng(seed);
+        let cfg = Cfg::random(&mut rng);
+        let ops = gen_ops(&mut rng, &cfg);
+        if let Err(fail) = run_case(&rt, &cfg, &ops) {
+            if keep_going {
+                // Survey mode: one line per failing case, no shrinking.
+                eprintln!(
+                    "seed {seed} {cfg:?}: step {}: {}",
+                    fail.step,
+                    fail.msg.lines().next().unwrap_or("")
+                );
+                failed += 1;
+                continue;
+            }
+            let first = fail.msg.clone();
+            let (ops, fail) = shrink(&rt, &cfg, ops, fail);
+            panic!(
+                "Queue broke its model in case seed {seed} ({} case(s) run, {:?}); replay with \
+                 RINGQ_QMODEL_SEED={seed} RINGQ_QMODEL_CASES=1\nconfig: {cfg:?}\nfirst failure: \
+                 {first}\nshrunk to {} operations, failing at step {}: {}\noperations: {ops:?}\nlog:\n{}",
+                seed - base + 1,
+                start.elapsed(),
+                ops.len(),
+                fail.step,
+                fail.msg,
+                fail.log.join("\n")
+            );
+        }
+    }
+    eprintln!("queue model: {cases} cases in {:?}", start.elapsed());
+    assert_eq!(failed, 0, "{failed} of {cases} cases failed");
+}

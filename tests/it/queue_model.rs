@@ -32,7 +32,7 @@ type Item = Vec<u8>;
 type Q = Queue<Item>;
 
 /// Cases run by default: about 10 s in debug on a loaded 2-core machine.
-const DEFAULT_CASES: u64 = 150;
+const DEFAULT_CASES: u64 = 400;
 const STEPS: usize = 40;
 /// The longest an operation the model says must finish may take.
 const MUST_FINISH: Duration = Duration::from_secs(3);
@@ -66,10 +66,12 @@ struct Cfg {
     durability: Durability,
     /// Item lengths in bytes, inclusive.
     lens: (usize, usize),
+    on_disk: bool,
 }
 
 impl Cfg {
     fn random(rng: &mut Rng) -> Cfg {
+        let on_disk = rng.below(8) == 0;
         let durability = if rng.below(10) < 3 {
             Durability::Sync
         } else {
@@ -83,6 +85,7 @@ impl Cfg {
                 max_bytes: Some(8192),
                 durability,
                 lens: (100, 1000),
+                on_disk,
             };
         }
         let slow = rng.below(2) == 0;
@@ -97,6 +100,7 @@ impl Cfg {
             } else {
                 (8, 64)
             },
+            on_disk,
         }
     }
 }
@@ -376,6 +380,14 @@ struct Case<'a> {
 
 type Res = Result<(), String>;
 
+/// What the cases exercised, printed at the end: evidence that the paths are taken.
+static SEEN: std::sync::Mutex<std::collections::BTreeMap<&str, u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+fn seen(what: &'static str) {
+    *SEEN.lock().unwrap().entry(what).or_default() += 1;
+}
+
 fn poll_once(rt: &Runtime, fut: &mut LiveFut) -> Poll<Out> {
     let _enter = rt.enter();
     fut.as_mut().poll(&mut Context::from_waker(Waker::noop()))
@@ -479,14 +491,21 @@ impl<'a> Case<'a> {
                             vec![]
                         }
                     })?,
-                    Err(Error::Full) => self.apply("Full", |env, s| {
-                        let full = !env.room(s) || !env.bytes_fit(s, id);
-                        if full {
-                            vec![s.clone()]
+                    Err(Error::Full) => {
+                        seen(if self.env.cfg.max_bytes.is_some() {
+                            "put_nowait Full (byte limit set)"
                         } else {
-                            vec![]
-                        }
-                    })?,
+                            "put_nowait Full"
+                        });
+                        self.apply("Full", |env, s| {
+                            let full = !env.room(s) || !env.bytes_fit(s, id);
+                            if full {
+                                vec![s.clone()]
+                            } else {
+                                vec![]
+                            }
+                        })?
+                    }
                     Err(e) => return Err(format!("put_nowait failed: {e}")),
                 }
             }
@@ -503,6 +522,7 @@ impl<'a> Case<'a> {
                         self.apply("got the front", |_, s| take_front(s, &[id], St::Gone))?;
                     }
                     Err(Error::Empty) => {
+                        seen("get_nowait Empty");
                         self.log.push("    get_nowait = Empty".into());
                         // A waiting getter has first claim on one item.
                         self.apply("Empty", |_, s| {
@@ -673,8 +693,12 @@ impl<'a> Case<'a> {
             };
             let kind = *kind;
             match poll_once(self.rt, fut) {
-                Poll::Ready(out) => return self.finished(out),
+                Poll::Ready(out) => {
+                    seen("completed within its polls");
+                    return self.finished(out);
+                }
                 Poll::Pending => {
+                    seen("pending after a poll");
                     self.log.push(format!("    {kind:?} pending"));
                     if matches!(kind, LiveKind::Get) && self.env.cfg.durability == Durability::Sync
                     {
@@ -719,6 +743,7 @@ impl<'a> Case<'a> {
     }
 
     fn drive_live(&mut self) -> Res {
+        seen("driven to its end (model: must finish)");
         let Some((kind, mut fut, ids)) = self.live.take() else {
             return Ok(());
         };
@@ -824,10 +849,20 @@ impl<'a> Case<'a> {
         };
         drop(fut);
         self.log.push(format!("    dropped {kind:?}"));
+        seen(match kind {
+            LiveKind::Put(_) => "dropped: put",
+            LiveKind::Get => "dropped: get",
+            LiveKind::Guarded | LiveKind::Batch(_) => "dropped: get_guarded(_batch)",
+            LiveKind::Commit => "dropped: guard commit",
+            LiveKind::Join => "dropped: join",
+        });
         match kind {
             LiveKind::Put(id) => {
                 // Live states must be read before the put stops being live: close first.
                 self.states = close(std::mem::take(&mut self.states), &self.env, Some(id));
+                if self.states.iter().any(|s| s.live == L::PutReserved) {
+                    seen("dropped a put whose write may still come");
+                }
                 self.apply("put dropped", |_, s| {
                     let mut t = S {
                         live: L::Idle,
@@ -885,6 +920,9 @@ impl<'a> Case<'a> {
                 Err(e) => return Err(format!("reopen failed: {e}")),
             }
         };
+        if maxsize > 0 && self.states.iter().any(|s| s.used() > maxsize) {
+            seen("reopened with more items than maxsize");
+        }
         self.q = Some(q);
         self.env.cfg.maxsize = maxsize;
         self.log
@@ -968,7 +1006,13 @@ struct Failure {
 }
 
 fn run_case(rt: &Runtime, cfg: &Cfg, ops: &[Op]) -> Result<(), Failure> {
-    let dir = tempfile::tempdir().expect("a temporary directory");
+    // Mostly on tmpfs (fast); now and then on disk, where slow flushes widen the windows
+    // in which a Sync operation waits for its commit.
+    let dir = match cfg.on_disk {
+        false => tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()),
+        true => tempfile::tempdir(),
+    }
+    .expect("a temporary directory");
     let path = dir.path().join("model.ringq");
     let mut b = Q::builder(&path)
         .maxsize(cfg.maxsize)
@@ -1023,9 +1067,9 @@ fn run_case(rt: &Runtime, cfg: &Cfg, ops: &[Op]) -> Result<(), Failure> {
 fn shrink(rt: &Runtime, cfg: &Cfg, mut ops: Vec<Op>, mut fail: Failure) -> (Vec<Op>, Failure) {
     let start = Instant::now();
     let mut chunk = ops.len() / 2;
-    while chunk > 0 && start.elapsed() < Duration::from_secs(30) {
+    while chunk > 0 && start.elapsed() < Duration::from_secs(20) {
         let mut i = 0;
-        while i + chunk <= ops.len() && start.elapsed() < Duration::from_secs(30) {
+        while i + chunk <= ops.len() && start.elapsed() < Duration::from_secs(20) {
             let mut shorter = ops.clone();
             shorter.drain(i..i + chunk);
             match run_case(rt, cfg, &shorter) {
@@ -1060,12 +1104,18 @@ fn queue_matches_its_model_on_random_operation_sequences() {
         .unwrap();
     let keep_going = std::env::var_os("RINGQ_QMODEL_KEEP_GOING").is_some();
     let mut failed = 0;
+    let mut times = [(0u32, Duration::ZERO); 2];
     let start = Instant::now();
     for seed in base..base + cases {
         let mut rng = Rng(seed);
         let cfg = Cfg::random(&mut rng);
         let ops = gen_ops(&mut rng, &cfg);
-        if let Err(fail) = run_case(&rt, &cfg, &ops) {
+        let case_start = Instant::now();
+        let result = run_case(&rt, &cfg, &ops);
+        let t = &mut times[usize::from(cfg.durability == Durability::Sync)];
+        t.0 += 1;
+        t.1 += case_start.elapsed();
+        if let Err(fail) = result {
             if keep_going {
                 // Survey mode: one line per failing case, no shrinking.
                 eprintln!(
@@ -1091,6 +1141,16 @@ fn queue_matches_its_model_on_random_operation_sequences() {
             );
         }
     }
-    eprintln!("queue model: {cases} cases in {:?}", start.elapsed());
+    eprintln!(
+        "queue model: {cases} cases in {:?} (Buffered: {} in {:?}, Sync: {} in {:?})",
+        start.elapsed(),
+        times[0].0,
+        times[0].1,
+        times[1].0,
+        times[1].1
+    );
+    for (what, n) in SEEN.lock().unwrap().iter() {
+        eprintln!("  {n:6}  {what}");
+    }
     assert_eq!(failed, 0, "{failed} of {cases} cases failed");
 }

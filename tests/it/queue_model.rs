@@ -131,8 +131,6 @@ enum Op {
     Finish,
     /// Drops (releases) a held guard or batch.
     Release(usize),
-    /// A fresh `join()` polled once.
-    Join,
     /// Closes every handle and reopens the file with this maxsize.
     Reopen(usize),
 }
@@ -166,7 +164,7 @@ fn gen_ops(rng: &mut Rng, cfg: &Cfg) -> Vec<Op> {
             77..=81 => Op::Drop,
             82..=89 => Op::Finish,
             90..=94 => Op::Release(rng.below(4) as usize),
-            95..=97 => Op::Join,
+            95..=97 => Op::Release(rng.below(4) as usize),
             _ => Op::Reopen(rng.below(4) as usize),
         })
         .collect()
@@ -373,6 +371,7 @@ struct Case<'a> {
     q: Option<Q>,
     states: Vec<S>,
     live: Option<(LiveKind, LiveFut, Vec<u64>)>,
+    live_polled: bool,
     held: Vec<(Held, Vec<u64>)>,
     next_id: u64,
     log: Vec<String>,
@@ -407,9 +406,10 @@ impl<'a> Case<'a> {
         self.q.as_ref().expect("the queue is open")
     }
 
+    /// The live put, once polled: only then can it wait for room, hold it or write.
     fn live_put(&self) -> Option<u64> {
         match self.live {
-            Some((LiveKind::Put(id), ..)) => Some(id),
+            Some((LiveKind::Put(id), ..)) if self.live_polled => Some(id),
             _ => None,
         }
     }
@@ -439,11 +439,26 @@ impl<'a> Case<'a> {
         Ok(())
     }
 
+    /// After every step: `qsize()` is the model's, and a fresh `join()` polled once is done
+    /// exactly when no task is unfinished.
     fn observe(&mut self) -> Res {
         settle(self.rt);
         let n = self.q().qsize();
         self.apply(&format!("qsize() = {n}"), |_, s| {
             if s.queued() == n {
+                vec![s.clone()]
+            } else {
+                vec![]
+            }
+        })?;
+        let q = self.q().clone();
+        let mut join: LiveFut = Box::pin(async move {
+            q.join().await;
+            Out::Join
+        });
+        let done = poll_once(self.rt, &mut join).is_ready();
+        self.apply(&format!("join() ready: {done}"), |_, s| {
+            if (s.tasks == 0) == done {
                 vec![s.clone()]
             } else {
                 vec![]
@@ -600,23 +615,6 @@ impl<'a> Case<'a> {
                     })?;
                 }
             }
-            Op::Join => {
-                let q = self.q().clone();
-                let mut fut: LiveFut = Box::pin(async move {
-                    q.join().await;
-                    Out::Join
-                });
-                settle(self.rt);
-                let done = poll_once(self.rt, &mut fut).is_ready();
-                self.log.push(format!("    join ready: {done}"));
-                self.apply("join", |_, s| {
-                    if (s.tasks == 0) == done {
-                        vec![s.clone()]
-                    } else {
-                        vec![]
-                    }
-                })?;
-            }
             Op::Reopen(m) => {
                 let count = self.states[0].used();
                 let maxsize = match (self.env.cfg.maxsize, m) {
@@ -657,10 +655,10 @@ impl<'a> Case<'a> {
                 Box::pin(async move { Out::Batch(q.get_guarded_batch(n).await) }),
                 vec![],
             ),
+            Kind::Commit(_) if self.held.is_empty() => {
+                return self.start(Kind::Guarded);
+            }
             Kind::Commit(i) => {
-                if self.held.is_empty() {
-                    return Ok(());
-                }
                 let (h, ids) = self.held.remove(i % self.held.len());
                 let fut: LiveFut = match h {
                     Held::One(g) => {
@@ -683,6 +681,7 @@ impl<'a> Case<'a> {
         };
         self.log.push(format!("    started {lk:?} {ids:?}"));
         self.live = Some((lk, fut, ids));
+        self.live_polled = false;
         Ok(())
     }
 
@@ -692,6 +691,7 @@ impl<'a> Case<'a> {
                 return Ok(());
             };
             let kind = *kind;
+            self.live_polled = true;
             match poll_once(self.rt, fut) {
                 Poll::Ready(out) => {
                     seen("completed within its polls");
@@ -744,6 +744,7 @@ impl<'a> Case<'a> {
 
     fn drive_live(&mut self) -> Res {
         seen("driven to its end (model: must finish)");
+        self.live_polled = true;
         let Some((kind, mut fut, ids)) = self.live.take() else {
             return Ok(());
         };
@@ -859,7 +860,8 @@ impl<'a> Case<'a> {
         match kind {
             LiveKind::Put(id) => {
                 // Live states must be read before the put stops being live: close first.
-                self.states = close(std::mem::take(&mut self.states), &self.env, Some(id));
+                let polled = self.live_polled.then_some(id);
+                self.states = close(std::mem::take(&mut self.states), &self.env, polled);
                 if self.states.iter().any(|s| s.live == L::PutReserved) {
                     seen("dropped a put whose write may still come");
                 }
@@ -978,7 +980,7 @@ impl<'a> Case<'a> {
         for _ in 0..tasks {
             self.run(Op::TaskDone)?;
         }
-        self.run(Op::Join)?;
+        self.observe()?;
         self.run(Op::TaskDone) // one too many: an underflow error
     }
 }
@@ -1043,6 +1045,7 @@ fn run_case(rt: &Runtime, cfg: &Cfg, ops: &[Op]) -> Result<(), Failure> {
             orphans: vec![],
         }],
         live: None,
+        live_polled: false,
         held: vec![],
         next_id: 0,
         log: vec![],

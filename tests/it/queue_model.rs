@@ -29,7 +29,9 @@ use ringq::{Bincode, Codec, Durability, Error, Guard, GuardBatch, Queue};
 use tokio::runtime::Runtime;
 
 mod model;
-use model::{close, gen_ops, id_of, make_item, take_front, Cfg, Env, Kind, Op, Rng, St, L, S};
+use model::{
+    close, gen_ops, id_of, make_item, take_bad, take_front, Cfg, Env, Kind, Op, Rng, St, BAD, L, S,
+};
 
 type Item = Vec<u8>;
 type Q = Queue<Item>;
@@ -251,6 +253,10 @@ impl<'a> Case<'a> {
                                 vec![]
                             }
                         })?;
+                    }
+                    Err(Error::Decode { .. }) => {
+                        self.log.push("    get_nowait = Decode".into());
+                        self.apply("undecodable front", |_, s| take_bad(s, 1))?;
                     }
                     Err(e) => return Err(format!("get_nowait failed: {e}")),
                 }
@@ -539,6 +545,21 @@ impl<'a> Case<'a> {
                     }
                 })?;
             }
+            Out::Get(Err(Error::Decode { .. })) | Out::Guard(Err(Error::Decode { .. })) => {
+                seen("an undecodable item met by a get");
+                self.log.push(format!("    {kind:?} = Decode"));
+                self.apply("undecodable", |_, s| match s.live {
+                    L::GetHolding(_) => vec![],
+                    _ => take_bad(&idle(s), 1),
+                })?;
+            }
+            Out::Batch(Err(Error::Decode { .. })) => {
+                let LiveKind::Batch(n) = kind else {
+                    unreachable!()
+                };
+                self.log.push(format!("    {kind:?} = Decode"));
+                self.apply("undecodable in a batch", |_, s| take_bad(&idle(s), n))?;
+            }
             Out::Put(Err(e)) | Out::Get(Err(e)) | Out::Commit(Err(e)) => {
                 return Err(format!("{kind:?} failed: {e}"))
             }
@@ -669,6 +690,10 @@ impl<'a> Case<'a> {
                     self.apply("drained the front", |_, s| take_front(s, &[id], St::Gone))?;
                 }
                 Err(Error::Empty) => break,
+                Err(Error::Decode { .. }) => {
+                    self.log.push("    get_nowait = Decode".into());
+                    self.apply("undecodable front", |_, s| take_bad(s, 1))?;
+                }
                 Err(e) => return Err(format!("get_nowait failed: {e}")),
             }
         }
@@ -703,6 +728,21 @@ fn run_case(rt: &Runtime, cfg: &Cfg, ops: &[Op]) -> Result<(), Failure> {
     }
     .expect("a temporary directory");
     let path = dir.path().join("model.ringq");
+    if cfg.bad > 0 {
+        // Items of another type at the front: each meets its reader as Error::Decode.
+        let other = async {
+            let q: Queue<u64> = Queue::builder(&path)
+                .initial_capacity(cfg.initial)
+                .open()
+                .await?;
+            (0..cfg.bad).try_for_each(|_| q.put_nowait(u64::MAX))
+        };
+        rt.block_on(other).map_err(|e| Failure {
+            step: 0,
+            msg: format!("writing the undecodable items: {e}"),
+            log: vec![],
+        })?;
+    }
     let mut b = Q::builder(&path)
         .maxsize(cfg.maxsize)
         .durability(cfg.durability)
@@ -715,19 +755,20 @@ fn run_case(rt: &Runtime, cfg: &Cfg, ops: &[Op]) -> Result<(), Failure> {
         msg: format!("open: {e}"),
         log: vec![],
     })?;
+    let bad_record = ringq::format::record_size(9).expect("a small record"); // varint u64::MAX
     let mut case = Case {
         rt,
         env: Env {
             cfg: cfg.clone(),
             lens: HashMap::new(),
-            records: HashMap::new(),
-            max_record: 0,
+            records: (0..cfg.bad as u64).map(|k| (BAD + k, bad_record)).collect(),
+            max_record: bad_record,
         },
         path,
         q: Some(q),
         states: vec![S {
-            items: vec![],
-            tasks: 0,
+            items: (0..cfg.bad as u64).map(|k| (BAD + k, St::Queued)).collect(),
+            tasks: cfg.bad as u64,
             live: L::Idle,
             orphans: vec![],
         }],
@@ -813,6 +854,9 @@ fn queue_matches_its_model_on_random_operation_sequences() {
                     fail.step,
                     fail.msg.lines().next().unwrap_or("")
                 );
+                if std::env::var_os("RINGQ_QMODEL_VERBOSE").is_some() {
+                    eprintln!("{}\n{}", fail.msg, fail.log.join("\n"));
+                }
                 failed += 1;
                 continue;
             }

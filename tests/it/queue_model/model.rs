@@ -38,11 +38,18 @@ pub(super) struct Cfg {
     /// Item lengths in bytes, inclusive.
     pub(super) lens: (usize, usize),
     pub(super) on_disk: bool,
+    /// Items that do not decode as `Item`, found in the file at the first open.
+    pub(super) bad: usize,
 }
 
 impl Cfg {
     pub(super) fn random(rng: &mut Rng) -> Cfg {
         let on_disk = rng.below(8) == 0;
+        let bad = if rng.below(5) == 0 {
+            1 + rng.below(2) as usize
+        } else {
+            0
+        };
         let durability = if rng.below(10) < 3 {
             Durability::Sync
         } else {
@@ -57,6 +64,7 @@ impl Cfg {
                 durability,
                 lens: (100, 1000),
                 on_disk,
+                bad,
             };
         }
         let slow = rng.below(2) == 0;
@@ -72,6 +80,7 @@ impl Cfg {
                 (8, 64)
             },
             on_disk,
+            bad,
         }
     }
 }
@@ -321,4 +330,29 @@ pub(super) fn take_front(s: &S, ids: &[u64], st: St) -> Vec<S> {
     let mut t = s.clone();
     ids.iter().for_each(|&id| t.set(id, st));
     vec![t]
+}
+
+/// Ids of the items that do not decode (a `u64` written where `Item` is read).
+pub(super) const BAD: u64 = 1 << 62;
+
+/// The states after an operation that takes up to `n` items met an undecodable one: every
+/// item before it is given back, it is removed (counted as done or not: either is allowed).
+pub(super) fn take_bad(s: &S, n: usize) -> Vec<S> {
+    let queued: Vec<u64> = s
+        .items
+        .iter()
+        .filter(|i| i.1 == St::Queued)
+        .map(|i| i.0)
+        .collect();
+    let Some(&bad) = queued.iter().take(n).find(|&&id| id >= BAD) else {
+        return vec![];
+    };
+    let mut t = s.clone();
+    t.set(bad, St::Gone);
+    let mut v = vec![t.clone()];
+    if t.tasks > 0 {
+        t.tasks -= 1;
+        v.push(t);
+    }
+    v
 }

@@ -638,10 +638,11 @@ async fn a_put_cancelled_on_its_slow_path_keeps_its_item_counted() {
         .await
         .unwrap();
     let mut put = tokio_test::task::spawn(q.put(vec![7; 10_000]));
-    assert!(
-        put.poll().is_pending(),
-        "a put that grows the ring waits for its thread"
-    );
+    // Today this grows the ring on a blocking thread and is pending here; either way, once
+    // the write is done the item must be fully counted.
+    if let Poll::Ready(r) = put.poll() {
+        r.unwrap();
+    }
     drop(put);
     wait_for_qsize(&q, 1).await;
     let mut join = tokio_test::task::spawn(q.join());
@@ -674,7 +675,9 @@ async fn a_put_acknowledged_beside_a_slow_put_stays_counted() {
         .await
         .unwrap();
     let mut slow = tokio_test::task::spawn(q.put(vec![7; 10_000]));
-    assert!(slow.poll().is_pending());
+    if let Poll::Ready(r) = slow.poll() {
+        r.unwrap();
+    }
     wait_for_qsize(&q, 1).await; // its write is done; the future has not run again
     q.put_nowait(vec![8]).unwrap(); // acknowledged
     assert_eq!(q.get_nowait().unwrap(), vec![7; 10_000]);

@@ -12,12 +12,17 @@
 //! Contract assumed beyond asyncio's: an item taken by a guard keeps its room (against
 //! `maxsize`) until the guard is committed; a released guard's item comes back first in line
 //! (items come back in put order); an item counts as an unfinished task from the moment it is
-//! in the ring; a put whose write happened counts even if its future was dropped.
+//! in the ring, and is gettable (`get_nowait` agrees with `qsize`) from then on, even while
+//! its put has not returned; a put whose write happened counts even if its future was
+//! dropped; an item that does not decode is removed by the get that meets it (counted as a
+//! finished task or not: both are accepted).
 //!
 //! Budget: `RINGQ_QMODEL_CASES` cases (default [`DEFAULT_CASES`]) from seed
 //! `RINGQ_QMODEL_SEED` (default fixed). A failure prints the case's seed, its configuration,
 //! a shrunk operation sequence and the observed log; replay it with
-//! `RINGQ_QMODEL_SEED=<seed> RINGQ_QMODEL_CASES=1`.
+//! `RINGQ_QMODEL_SEED=<seed> RINGQ_QMODEL_CASES=1`. `RINGQ_QMODEL_KEEP_GOING=1` runs every
+//! case and lists the failing ones (add `RINGQ_QMODEL_VERBOSE=1` for their logs); run with
+//! `--nocapture` to see the time taken and what the cases exercised.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;

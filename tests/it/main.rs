@@ -9,6 +9,7 @@ mod lock;
 mod power_model;
 mod queue;
 mod queue_accounting;
+mod queue_model;
 mod recovery;
 #[cfg(feature = "nats")]
 mod relay;

@@ -609,3 +609,184 @@ async fn a_sync_get_cancelled_during_its_commit_gives_the_item_back() {
     assert_eq!(q.get().await.unwrap(), 1);
     assert_eq!(q.get().await.unwrap(), 2);
 }
+
+// ---------------------------------------------------------------- issue 17: Queue accounting
+
+/// Waits (bounded) until `qsize()` reads `n`: a put dropped on its slow path finishes its
+/// write on a blocking thread, after the drop.
+async fn wait_for_qsize(q: &Queue<Vec<u8>>, n: usize) {
+    let start = std::time::Instant::now();
+    while q.qsize() != n {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "qsize stayed {} (waited for {n})",
+            q.qsize()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Issue 17 item 1: a put cancelled on its slow path (growth, on a blocking thread) still
+/// writes its item; the item must then be gettable, count as a task and hold its room.
+#[tokio::test]
+async fn a_put_cancelled_on_its_slow_path_keeps_its_item_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let q: Queue<Vec<u8>> = Queue::builder(path(&dir))
+        .maxsize(1)
+        .initial_capacity(4096)
+        .open()
+        .await
+        .unwrap();
+    let mut put = tokio_test::task::spawn(q.put(vec![7; 10_000]));
+    // Today this grows the ring on a blocking thread and is pending here; either way, once
+    // the write is done the item must be fully counted.
+    if let Poll::Ready(r) = put.poll() {
+        r.unwrap();
+    }
+    drop(put);
+    wait_for_qsize(&q, 1).await;
+    let mut join = tokio_test::task::spawn(q.join());
+    assert!(
+        join.poll().is_pending(),
+        "join returned with an item queued"
+    );
+    drop(join);
+    assert!(
+        matches!(q.put_nowait(vec![1]), Err(Error::Full)),
+        "a second item was accepted with maxsize 1"
+    );
+    assert_eq!(q.qsize(), 1);
+    match q.get_nowait() {
+        Ok(v) => assert_eq!(v, vec![7; 10_000]),
+        Err(e) => panic!("qsize is 1 but get_nowait says {e:?}"),
+    }
+    q.task_done().unwrap();
+    q.join().await;
+}
+
+/// Issue 17 item 2: while a slow put's write is done but its future not yet polled again,
+/// another put is acknowledged: every acknowledged item stays counted.
+#[tokio::test]
+async fn a_put_acknowledged_beside_a_slow_put_stays_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let q: Queue<Vec<u8>> = Queue::builder(path(&dir))
+        .initial_capacity(4096)
+        .open()
+        .await
+        .unwrap();
+    let mut slow = tokio_test::task::spawn(q.put(vec![7; 10_000]));
+    if let Poll::Ready(r) = slow.poll() {
+        r.unwrap();
+    }
+    wait_for_qsize(&q, 1).await; // its write is done; the future has not run again
+    q.put_nowait(vec![8]).unwrap(); // acknowledged
+    assert_eq!(q.get_nowait().unwrap(), vec![7; 10_000]);
+    q.task_done().unwrap();
+    let mut join = tokio_test::task::spawn(q.join());
+    assert!(
+        join.poll().is_pending(),
+        "join returned while an acknowledged item is queued"
+    );
+    match q.get_nowait() {
+        Ok(v) => assert_eq!(v, vec![8]),
+        Err(e) => panic!("the acknowledged item is queued but get_nowait says {e:?}"),
+    }
+    q.task_done().unwrap();
+    drop(join);
+    drop(slow);
+}
+
+/// Issue 17 item 3: an item that does not decode, met by `get_guarded`, is removed and must
+/// give its room back.
+#[tokio::test]
+async fn an_undecodable_item_met_by_get_guarded_gives_its_room_back() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let q: Queue<String> = Queue::create(path(&dir), 0).await.unwrap();
+        q.put("not a number".into()).await.unwrap();
+    }
+    let q: Queue<u64> = Queue::create(path(&dir), 1).await.unwrap();
+    assert!(matches!(q.get_guarded().await, Err(Error::Decode { .. })));
+    assert_eq!(q.qsize(), 0);
+    q.put_nowait(5)
+        .expect("the empty queue with maxsize 1 takes an item");
+    assert!(matches!(q.put_nowait(6), Err(Error::Full)));
+    assert_eq!(q.get_nowait().unwrap(), 5);
+}
+
+/// Issue 17 item 4: a file opened with more items than maxsize; after guarded gets empty it,
+/// it holds at most maxsize items again.
+#[tokio::test]
+async fn guarded_gets_on_a_file_over_maxsize_keep_maxsize() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let q: Queue<u32> = Queue::create(path(&dir), 0).await.unwrap();
+        for i in 0..3 {
+            q.put(i).await.unwrap();
+        }
+    }
+    let q: Queue<u32> = Queue::create(path(&dir), 2).await.unwrap();
+    let mut guards = Vec::new();
+    for i in 0..3 {
+        let g = q.get_guarded().await.unwrap();
+        assert_eq!(*g, i);
+        guards.push(g);
+    }
+    for (i, g) in guards.into_iter().enumerate() {
+        assert_eq!(g.commit().await.unwrap(), i as u32);
+    }
+    assert!(q.empty());
+    q.put_nowait(10).unwrap();
+    q.put_nowait(11).unwrap();
+    assert!(
+        matches!(q.put_nowait(12), Err(Error::Full)),
+        "maxsize 2 exceeded: qsize {}",
+        q.qsize()
+    );
+    assert_eq!(q.qsize(), 2);
+}
+
+/// Issue 17 item 11: after a batch of guards is released, re-taking the items costs what
+/// the first takes cost (linear), not a scan per take. Timed against the first takes of the
+/// same run; it stops as soon as the re-takes exceed 3x, so a quadratic ring fails fast.
+#[tokio::test]
+async fn re_taking_released_items_is_linear() {
+    const N: usize = 100_000;
+    let q: Queue<u32> = Queue::builder("mem")
+        .in_memory(MemStorage::new())
+        .open()
+        .await
+        .unwrap();
+    for i in 0..N as u32 {
+        q.put_nowait(i).unwrap();
+    }
+    let mut guards = Vec::with_capacity(N);
+    let start = std::time::Instant::now();
+    for _ in 0..N {
+        guards.push(q.get_guarded().await.unwrap());
+    }
+    let first = start.elapsed();
+    drop(guards); // released: all N come back, first in line
+    assert_eq!(q.qsize(), N);
+    let mut guards = Vec::with_capacity(N);
+    let limit = first * 3;
+    let start = std::time::Instant::now();
+    for i in 0..N {
+        let g = q.get_guarded().await.unwrap();
+        assert_eq!(*g, i as u32);
+        guards.push(g);
+        if i % 1000 == 999 {
+            assert!(
+                start.elapsed() <= limit,
+                "{} re-takes took {:?}, first {N} takes {first:?}",
+                i + 1,
+                start.elapsed()
+            );
+        }
+    }
+    let again = start.elapsed();
+    assert!(
+        again <= limit,
+        "{N} re-takes took {again:?}, first takes {first:?}"
+    );
+}

@@ -9,5 +9,6 @@ mod lock;
 mod power_model;
 mod queue;
 mod recovery;
+mod recovery_cost;
 #[cfg(feature = "nats")]
 mod relay;

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use crate::format::{
-    self, cursor_offset, Cursor, Frame, Slot, DATA_OFFSET, KIND_DATA, KIND_DONE,
-    KIND_SKIP, RECORD_ALIGN, SLOT_OFFSETS, SLOT_SIZE,
+    self, cursor_offset, Cursor, Frame, Slot, DATA_OFFSET, KIND_DATA, KIND_DONE, KIND_SKIP,
+    RECORD_ALIGN, SLOT_OFFSETS, SLOT_SIZE,
 };
 
 /// What recovery did when a file was opened.

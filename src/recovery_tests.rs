@@ -26,15 +26,36 @@ fn ring_with(cap: usize, epoch: u64, first: u64, lens: &[usize]) -> (Vec<u8>, Ve
 #[test]
 fn walk_counts_consecutive_records_and_stops_past_the_committed_range() {
     let (mut ring, offs) = ring_with(1024, 5, 10, &[8, 16, 0, 40]);
-    let w = walk(&ring, 5, Pos { off: 0, seq: 10 }, 0, SEQ_RESERVATION, &mut Checker::new(1 << 20));
+    let w = walk(
+        &ring,
+        5,
+        Pos { off: 0, seq: 10 },
+        0,
+        SEQ_RESERVATION,
+        &mut Checker::new(1 << 20),
+    );
     assert_eq!(w.items, 4);
     assert_eq!(w.end.seq, 14);
     // Damage record 1: beyond the committed range the walk stops there.
     ring[offs[1] + 30] ^= 1;
-    let w = walk(&ring, 5, Pos { off: 0, seq: 10 }, 0, SEQ_RESERVATION, &mut Checker::new(1 << 20));
+    let w = walk(
+        &ring,
+        5,
+        Pos { off: 0, seq: 10 },
+        0,
+        SEQ_RESERVATION,
+        &mut Checker::new(1 << 20),
+    );
     assert_eq!((w.items, w.dropped), (1, 0));
     // Inside it, the damaged record is skipped and counted, the rest kept.
-    let w = walk(&ring, 5, Pos { off: 0, seq: 10 }, 14, SEQ_RESERVATION, &mut Checker::new(1 << 20));
+    let w = walk(
+        &ring,
+        5,
+        Pos { off: 0, seq: 10 },
+        14,
+        SEQ_RESERVATION,
+        &mut Checker::new(1 << 20),
+    );
     assert_eq!((w.items, w.dropped), (3, 1));
     assert_eq!(w.end.seq, 14);
 }
@@ -57,7 +78,14 @@ fn resync_scans_past_a_destroyed_header() {
 #[test]
 fn records_of_another_epoch_are_ignored() {
     let (ring, _) = ring_with(512, 5, 0, &[8, 8]);
-    let w = walk(&ring, 6, Pos { off: 0, seq: 0 }, 2, SEQ_RESERVATION, &mut Checker::new(1 << 20));
+    let w = walk(
+        &ring,
+        6,
+        Pos { off: 0, seq: 0 },
+        2,
+        SEQ_RESERVATION,
+        &mut Checker::new(1 << 20),
+    );
     assert_eq!(w.items, 0);
 }
 

@@ -320,7 +320,10 @@ fn a_sparse_file_on_a_full_disk_is_an_error_at_open_not_sigbus() {
     eprintln!("sparse copy: {} KiB allocated", blocks.trim());
     // Fill what is left of the 2 MiB.
     let fill = fs.path().join("fill");
-    sh(format!("dd if=/dev/zero of={} bs=64k 2>/dev/null", fill.display()));
+    sh(format!(
+        "dd if=/dev/zero of={} bs=64k 2>/dev/null",
+        fill.display()
+    ));
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args(child_args())
         .env(CHILD_ENV, "sparse")
@@ -330,7 +333,9 @@ fn a_sparse_file_on_a_full_disk_is_an_error_at_open_not_sigbus() {
         status.success(),
         "the child died ({status}): a store into a hole raised SIGBUS?\nlines {lines:?}\n{stderr}"
     );
-    let verdict = lines.iter().find(|l| l.starts_with("OPEN ERR") || l.starts_with("FULL"));
+    let verdict = lines
+        .iter()
+        .find(|l| l.starts_with("OPEN ERR") || l.starts_with("FULL"));
     assert!(
         verdict.is_some_and(|l| l.contains(" true ")),
         "a full disk must be a disk-full error: {lines:?}\n{stderr}"

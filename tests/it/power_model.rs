@@ -100,7 +100,14 @@ fn power_cut_inside_split_commits() {
         }
     }
     print_stats("power model, split commits", base, &stats);
-    assert!(stats.per_phase().get("inside a split commit").copied().unwrap_or(0) > 0);
+    assert!(
+        stats
+            .per_phase()
+            .get("inside a split commit")
+            .copied()
+            .unwrap_or(0)
+            > 0
+    );
 }
 
 /// The edges where ring buffers broke before (Tape, queue-file): growth while wrapped, an

@@ -47,7 +47,13 @@ fn tiled(cap: usize) -> Vec<u8> {
     let (mut image, epoch, next) = empty_ring(cap as u64);
     let mut off = 0;
     while off + RECORD_HEADER <= cap {
-        put_header(&mut image, off, next, (cap - off - RECORD_HEADER) as u32, epoch);
+        put_header(
+            &mut image,
+            off,
+            next,
+            (cap - off - RECORD_HEADER) as u32,
+            epoch,
+        );
         off += RECORD_HEADER;
     }
     image
@@ -60,7 +66,9 @@ fn plausible_garbage(cap: usize, seed: u64) -> Vec<u8> {
     let (mut image, epoch, next) = empty_ring(cap as u64);
     let mut x = seed;
     let mut rnd = || {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         x >> 17
     };
     let mut off = 0;
@@ -126,7 +134,10 @@ fn plausible_garbage_opens_within_the_budget() {
         let len = image.len();
         let (r, _) = open_checked(image);
         let checked = r.recovery_report().checked_bytes;
-        assert!(checked <= budget(len), "seed {seed}: {checked} bytes checksummed");
+        assert!(
+            checked <= budget(len),
+            "seed {seed}: {checked} bytes checksummed"
+        );
     }
 }
 

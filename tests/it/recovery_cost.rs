@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use ringq::format::{self, Slot, DATA_OFFSET, KIND_DATA, RECORD_HEADER, SLOT_OFFSETS, SLOT_SIZE};
 use ringq::{MemStorage, RingFile, RingOptions};
 
-/// What recovery may checksum: `CHECK_FACTOR` (16) times the file, plus 1 MiB.
+/// What recovery may checksum: `CHECK_FACTOR` (8) times the file, plus 1 MiB.
 fn budget(len: usize) -> u64 {
-    16 * len as u64 + (1 << 20)
+    8 * len as u64 + (1 << 20)
 }
 
 /// A sound, empty, synced ring of `cap` bytes: (image, epoch, next sequence number).

@@ -30,8 +30,9 @@ pub struct RecoveryReport {
     pub rebuilt: bool,
     /// Human-readable notes, one per event.
     pub notes: Vec<String>,
-    /// Bytes recovery checksummed. Bounded by [`CHECK_FACTOR`] times the file's length (plus
-    /// a constant) whatever the file holds: a test-visible measure of recovery's cost.
+    /// Bytes recovery checksummed. At most 8 times the file's length plus 1 MiB whatever
+    /// the file holds (past that, records are counted as damaged unchecked): a measure of
+    /// recovery's cost.
     pub checked_bytes: u64,
 }
 

@@ -36,10 +36,15 @@ pub enum Op {
     FailSync(u64),
     /// A push of this many bytes whose growth fails with ENOSPC (if it needs one).
     FailGrowPush(usize),
+    /// The queue flusher's split commit (`RingFile::sync_split`); inside its window, where
+    /// the new slot is written but not yet flushed: bit 0 a pop, bit 1 an inline commit
+    /// (growth or an aborted removal commits there), bit 2 a pop after it. Crashes are
+    /// checked inside the window.
+    SplitSync(u8),
 }
 
 /// Where in the protocol a crash point sits.
-pub const PHASES: [&str; 10] = [
+pub const PHASES: [&str; 11] = [
     "inside a record write",
     "record written, unflushed",
     "during growth",
@@ -50,6 +55,7 @@ pub const PHASES: [&str; 10] = [
     "inside a sync (flush failed)",
     "after a failed growth",
     "during recovery (re-crash)",
+    "inside a split commit",
 ];
 
 /// Figures a run collects.
@@ -163,13 +169,15 @@ struct Known {
     synced_pushed: BTreeSet<u64>,
     /// Removals as of the last durable commit.
     synced_removed: BTreeSet<u64>,
-    /// A sync failed part way: some flushes after the last commit completed.
+    /// A sync failed part way, or a split commit's page flush carried a later cursor: some
+    /// writes after the last commit are durable. Cleared by the next commit.
     partial_flush: bool,
     next_id: u64,
 }
 
 impl Known {
     fn mark_synced(&mut self) {
+        self.partial_flush = false;
         self.synced_pushed = self.pushed.keys().copied().collect();
         self.synced_removed = self.removed.keys().copied().collect();
     }
@@ -564,6 +572,29 @@ pub fn run_scenario(
                     .map_err(|e| format!("{label} step {i}: sync: {e}"))?;
                 phase = PHASES[6];
             }
+            Op::SplitSync(what) => {
+                let at_prepare = k.clone();
+                let mut inside: Result<(), String> = Ok(());
+                let where_ = format!("{label} step {i} {op:?}");
+                ring.sync_split(|r| {
+                    inside = split_window(r, what, &mut k, &mut rng, stats, units, tears, &where_);
+                })
+                .map_err(|e| format!("{label} step {i}: split sync: {e}"))?;
+                inside?;
+                // Durable now: what the flusher's slot names (or, after an inline commit in
+                // the window, what that commit named). A pop in the window wrote its cursor
+                // into the slot page the flusher then flushed: it may be durable or not.
+                if what & 2 == 0 {
+                    let mut b = at_prepare.clone();
+                    b.mark_synced();
+                    k.synced_pushed = b.synced_pushed;
+                    k.synced_removed = b.synced_removed;
+                }
+                if k.removed.len() > at_prepare.removed.len() {
+                    k.partial_flush = true;
+                }
+                phase = PHASES[6];
+            }
             Op::FailSync(n) => {
                 ring.storage_mut().fail_flush_at(n);
                 match ring.sync() {
@@ -591,9 +622,12 @@ pub fn run_scenario(
         }
         if ring.commit_count() > commits {
             // A durable commit ran. For a push it ran before the record was written (growth
-            // or a sequence reservation): the commit holds the state before this step.
+            // or a sequence reservation): the commit holds the state before this step. A
+            // split commit holds what came before its window (an inline commit inside the
+            // window made more durable; claiming less keeps the oracle sound).
             match op {
                 Op::Sync | Op::FailSync(_) => k.mark_synced(),
+                Op::SplitSync(_) => {}
                 _ => {
                     let mut b = before_k;
                     b.mark_synced();
@@ -617,6 +651,54 @@ pub fn run_scenario(
         if stop {
             break;
         }
+    }
+    Ok(())
+}
+
+/// Inside a split commit's window: the new slot is written, its page not yet flushed. Pops
+/// and an inline commit run there, with crashes checked after each.
+#[allow(clippy::too_many_arguments)]
+fn split_window(
+    ring: &mut RingFile<MemStorage>,
+    what: u8,
+    k: &mut Known,
+    rng: &mut Rng,
+    stats: &mut Stats,
+    units: &[usize],
+    tears: &[Tear],
+    label: &str,
+) -> Result<(), String> {
+    let phase = PHASES[10];
+    let pop = |ring: &mut RingFile<MemStorage>, k: &mut Known| -> Result<(), String> {
+        if let Some(p) = ring.pop().map_err(|e| e.to_string())? {
+            let seq = expect_next(k, &p, label, 0)?;
+            k.remove(seq);
+        }
+        Ok(())
+    };
+    // The split commit's records are flushed, its slot not yet: as after a sync that failed
+    // at the slot page, records past the last commit may be durable.
+    let mut synced_inline = false;
+    let mut check = |ring: &RingFile<MemStorage>, k: &Known, inline: bool| {
+        let mut seen = k.clone();
+        seen.partial_flush |= !inline;
+        crash_and_check(ring, &seen, phase, tears, units, rng, stats, label)
+    };
+    check(ring, k, synced_inline)?;
+    if what & 1 != 0 {
+        pop(ring, k)?;
+        check(ring, k, synced_inline)?;
+    }
+    if what & 2 != 0 {
+        ring.sync()
+            .map_err(|e| format!("{label}: inline commit: {e}"))?;
+        k.mark_synced();
+        synced_inline = true;
+        check(ring, k, synced_inline)?;
+    }
+    if what & 4 != 0 {
+        pop(ring, k)?;
+        check(ring, k, synced_inline)?;
     }
     Ok(())
 }

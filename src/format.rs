@@ -322,9 +322,63 @@ impl Frame {
     }
 }
 
-/// Reads and fully checks the record at `off` in `ring`. With `epoch == None` any epoch is
-/// accepted (salvage of a file whose slots are gone).
-pub fn read_frame(ring: &[u8], off: usize, epoch: Option<u64>) -> Result<Frame, FrameProblem> {
+/// A record header that passed every check but its CRC (see [`read_header`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// [`KIND_DATA`] or [`KIND_SKIP`], as stored (a done data record reads as data here).
+    pub kind: u8,
+    /// Sequence number.
+    pub seq: u64,
+    /// Payload length (for a skip record, the bytes it covers after its header).
+    pub len: u32,
+    /// The file epoch the record claims.
+    pub epoch: u64,
+    /// Total bytes the record occupies, header and padding included.
+    pub size: usize,
+    stored: u32,
+}
+
+impl Header {
+    /// How many bytes checking its CRC reads: what [`Header::verify`] costs.
+    pub fn crc_len(&self) -> usize {
+        RECORD_HEADER - 4
+            + if self.kind == KIND_SKIP {
+                0
+            } else {
+                self.len as usize
+            }
+    }
+
+    /// Checks the CRC of the record this header starts at `off` in `ring`.
+    pub fn verify(&self, ring: &[u8], off: usize) -> Result<Frame, FrameProblem> {
+        let covered = off
+            .checked_add(4)
+            .zip(off.checked_add(4 + self.crc_len()))
+            .and_then(|(a, b)| ring.get(a..b))
+            .ok_or(FrameProblem::Length)?;
+        let crc = crc32(covered);
+        let mut kind = self.kind;
+        if crc != self.stored {
+            if kind == KIND_DATA && crc ^ DONE_XOR == self.stored {
+                kind = KIND_DONE;
+            } else {
+                return Err(FrameProblem::Checksum);
+            }
+        }
+        Ok(Frame {
+            kind,
+            seq: self.seq,
+            len: self.len,
+            epoch: self.epoch,
+            size: self.size,
+        })
+    }
+}
+
+/// Reads the header at `off` in `ring` and checks everything but the CRC: kind, length
+/// within the ring, epoch (with `epoch == None` any epoch is accepted). Cheap: recovery
+/// checks sequence numbers on it before paying for the CRC.
+pub fn read_header(ring: &[u8], off: usize, epoch: Option<u64>) -> Result<Header, FrameProblem> {
     // One bounds check for the whole header; the fields are then fixed-size reads.
     let hdr: &[u8; RECORD_HEADER] = off
         .checked_add(RECORD_HEADER)
@@ -335,7 +389,7 @@ pub fn read_frame(ring: &[u8], off: usize, epoch: Option<u64>) -> Result<Frame, 
     let stored = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
     let len = u32::from_le_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
     let tag = field(8);
-    let mut kind = (tag & 0xff) as u8;
+    let kind = (tag & 0xff) as u8;
     if kind != KIND_DATA && kind != KIND_SKIP {
         return Err(FrameProblem::Kind);
     }
@@ -349,22 +403,20 @@ pub fn read_frame(ring: &[u8], off: usize, epoch: Option<u64>) -> Result<Frame, 
     if epoch.is_some_and(|e| e != rec_epoch) {
         return Err(FrameProblem::Epoch);
     }
-    let covered = if kind == KIND_SKIP { 0 } else { len as usize };
-    let crc = crc32(&ring[off + 4..off + RECORD_HEADER + covered]);
-    if crc != stored {
-        if kind == KIND_DATA && crc ^ DONE_XOR == stored {
-            kind = KIND_DONE;
-        } else {
-            return Err(FrameProblem::Checksum);
-        }
-    }
-    Ok(Frame {
+    Ok(Header {
         kind,
         seq,
         len,
         epoch: rec_epoch,
         size,
+        stored,
     })
+}
+
+/// Reads and fully checks the record at `off` in `ring`. With `epoch == None` any epoch is
+/// accepted (salvage of a file whose slots are gone).
+pub fn read_frame(ring: &[u8], off: usize, epoch: Option<u64>) -> Result<Frame, FrameProblem> {
+    read_header(ring, off, epoch)?.verify(ring, off)
 }
 
 /// Reads the sequence number and size a header claims, without checking its CRC, when the

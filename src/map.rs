@@ -90,6 +90,9 @@ impl MappedFile {
             path: path.to_path_buf(),
             region: None,
         };
+        mapped
+            .allocate_existing()
+            .map_err(|e| Error::io("cannot allocate the blocks of", path, e))?;
         mapped.remap()?;
         let opened = if existed {
             Opened::Existing
@@ -130,6 +133,30 @@ impl MappedFile {
             .map_raw(&self.file)
             .map_err(|e| Error::io("cannot map", &self.path, e))?;
         self.region = Some(Arc::new(Region { raw }));
+        Ok(())
+    }
+
+    /// Gives every block of the file as it is real storage: a file copied sparse (`cp
+    /// --sparse`, `rsync -S`, a restored backup) has holes, and a store into a hole through
+    /// the map on a full disk raises `SIGBUS`. `fallocate` mode 0 fills the holes and leaves
+    /// allocated blocks and the length alone; on a full disk it fails here with `ENOSPC`.
+    fn allocate_existing(&mut self) -> io::Result<()> {
+        let len = self.file.metadata()?.len();
+        if len == 0 {
+            return Ok(());
+        }
+        let len = to_off(len)?;
+        // SAFETY: `fallocate` only reads its integer arguments; the descriptor is open and
+        // owned by `self.file` for the whole call.
+        let rc = unsafe { libc::fallocate(self.file.as_raw_fd(), 0, 0, len) };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            return match err.raw_os_error() {
+                // Not supported here (warned about above): nothing better to do.
+                Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(()),
+                _ => Err(err),
+            };
+        }
         Ok(())
     }
 

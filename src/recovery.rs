@@ -2,12 +2,11 @@
 //! walk the records, skip damage, and report what happened. No I/O: it runs the same over a
 //! mapped file and over an exact-length heap buffer (which AddressSanitizer can see the end of).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::format::{
-    self, cursor_offset, read_frame, Cursor, Frame, Slot, DATA_OFFSET, KIND_DATA, KIND_DONE,
-    KIND_SKIP, RECORD_ALIGN, SLOT_OFFSETS, SLOT_SIZE,
+    self, cursor_offset, Cursor, Frame, Slot, DATA_OFFSET, KIND_DATA, KIND_DONE, KIND_SKIP,
+    RECORD_ALIGN, SLOT_OFFSETS, SLOT_SIZE,
 };
 
 /// What recovery did when a file was opened.
@@ -31,6 +30,10 @@ pub struct RecoveryReport {
     pub rebuilt: bool,
     /// Human-readable notes, one per event.
     pub notes: Vec<String>,
+    /// Bytes recovery checksummed. At most 8 times the file's length plus 1 MiB whatever
+    /// the file holds (past that, records are counted as damaged unchecked): a measure of
+    /// recovery's cost.
+    pub checked_bytes: u64,
 }
 
 impl RecoveryReport {
@@ -65,8 +68,6 @@ pub(crate) struct Sound {
     /// verifies is stale; the ring invalidates it before its next commit makes the range
     /// part of a longer committed one (see `RingFile::from_sound`).
     pub damaged_ranges: Vec<(usize, usize)>,
-    /// The file must be extended to this length (it was truncated).
-    pub extend_to: Option<usize>,
     pub report: RecoveryReport,
 }
 
@@ -89,9 +90,106 @@ pub(crate) enum Found {
     Sound(Sound),
     /// No slot is sound: rebuild from what verifies.
     Salvage(Salvage),
+    /// Both slots are sound but name a ring longer than the file, by at most
+    /// [`max_extension`]: extend the file to `len` (on disk, never on the heap) and recover
+    /// again.
+    Truncated { slot: Slot, len: usize },
 }
 
-/// Recovers the queue state from `image`, the whole file.
+/// How many times the file's length recovery may checksum, in all, before it treats every
+/// further record it would have to checksum as damaged. A sound or torn file needs at most
+/// about 6 times its ring: the walk hashes each record once (plus the one that ends it), a
+/// head scan hashes the records once more, and each walk breaking a tie (two for a record
+/// and its growth copy) up to twice the ring. Only crafted images, where claimed records
+/// nest inside each other, come near it. Keeps open linear in the file's size on any image.
+pub const CHECK_FACTOR: u64 = 8;
+/// Checksum bytes allowed on top of `CHECK_FACTOR` times the length (small files).
+const CHECK_SLACK: u64 = 1 << 20;
+/// At most this many positions holding the lowest sequence number are walked to break a tie
+/// in the head scan (a sound file has at most two: a record and its growth copy).
+const TIE_WALKS: usize = 4;
+
+/// The most a truncated file is extended back by at open: missing bytes up to the file's own
+/// length (or 1 MiB for small files). A slot naming more is treated as damage and the
+/// records are salvaged: a few bytes must not make open allocate gigabytes.
+pub(crate) fn max_extension(file_len: usize) -> usize {
+    file_len.max(1 << 20)
+}
+
+/// The checksum budget of one recovery (or one runtime resync): every CRC recovery computes
+/// goes through [`Checker::verify`], which refuses once the budget is spent.
+///
+/// Bound: each call charges the bytes it hashes before hashing them, so a recovery hashes at
+/// most `CHECK_FACTOR * len + CHECK_SLACK` bytes; every loop outside the CRC visits each
+/// 8-byte offset of the ring a bounded number of times (the walk and its resyncs move
+/// forward through at most one lap, plus one full-budget scan when it settles for a record
+/// past the committed range, after which it never resyncs again; the head scan is one pass
+/// plus at most `TIE_WALKS` walks; salvage one pass). So open is linear in the file's size.
+#[derive(Clone, Debug)]
+pub(crate) struct Checker {
+    left: u64,
+    checked: u64,
+    refused: u64,
+}
+
+impl Checker {
+    /// A budget for an image of `len` bytes.
+    pub(crate) fn new(len: usize) -> Self {
+        Checker {
+            left: (len as u64).saturating_mul(CHECK_FACTOR) + CHECK_SLACK,
+            checked: 0,
+            refused: 0,
+        }
+    }
+
+    /// Verifies the CRC of the record whose header `h` is at `off`, charging the budget;
+    /// once the budget is spent, every record is refused as damaged.
+    pub(crate) fn verify(
+        &mut self,
+        ring: &[u8],
+        off: usize,
+        h: &format::Header,
+    ) -> Result<Frame, format::FrameProblem> {
+        let cost = h.crc_len() as u64;
+        if cost > self.left {
+            self.refused += 1;
+            self.left = 0;
+            return Err(format::FrameProblem::Checksum);
+        }
+        self.left -= cost;
+        self.checked += cost;
+        h.verify(ring, off)
+    }
+
+    /// Reads the record at `off` when its header passes `cheap` (checked before the CRC).
+    pub(crate) fn frame(
+        &mut self,
+        ring: &[u8],
+        off: usize,
+        epoch: Option<u64>,
+        cheap: impl FnOnce(&format::Header) -> bool,
+    ) -> Option<Frame> {
+        let h = format::read_header(ring, off, epoch).ok()?;
+        if !cheap(&h) {
+            return None;
+        }
+        self.verify(ring, off, &h).ok()
+    }
+
+    fn note(&self, report: &mut RecoveryReport) {
+        report.checked_bytes += self.checked;
+        if self.refused > 0 {
+            report.notes.push(format!(
+                "checksum budget spent after {} bytes: {} record(s) were treated as damaged unchecked \
+                 (records claimed inside each other: a crafted or badly damaged file)",
+                self.checked, self.refused
+            ));
+        }
+    }
+}
+
+/// Recovers the queue state from `image`, the whole file. Allocates nothing in proportion to
+/// what the bytes claim: only to what they hold (salvage's list of records).
 pub(crate) fn recover(image: &[u8]) -> Found {
     if image.iter().all(|&b| b == 0) {
         return Found::Fresh;
@@ -120,45 +218,37 @@ pub(crate) fn recover(image: &[u8]) -> Found {
         }
     }
     if let Some((index, slot)) = best {
-        return Found::Sound(recover_with_slot(image, index, slot, None));
+        return Found::Sound(recover_with_slot(image, index, slot));
     }
-    if let Some((index, slot)) = best_too_long {
-        // A file truncated below what its slot names: keep the intact prefix, extend back.
-        let Ok(cap) = usize::try_from(slot.capacity) else {
-            return salvage(
+    if let Some((_, slot)) = best_too_long {
+        // A file cut short of the ring its slots name. Extend it back (on disk) and recover
+        // over the full length when little is missing; a claim far beyond the file is damage.
+        let need = usize::try_from(slot.capacity)
+            .ok()
+            .and_then(|c| c.checked_add(DATA_OFFSET));
+        return match need {
+            Some(len) if len - image.len() <= max_extension(image.len()) => {
+                Found::Truncated { slot, len }
+            }
+            _ => salvage(
                 image,
-                "the slot names a capacity this machine cannot map".into(),
-            );
+                format!(
+                    "both slots name a {}-byte ring, far more than the {}-byte file",
+                    slot.capacity,
+                    image.len()
+                ),
+            ),
         };
-        let len = DATA_OFFSET + cap;
-        if cap > (1usize << 40) {
-            return salvage(image, "the slot names an implausible capacity".into());
-        }
-        let mut padded = image.to_vec();
-        padded.resize(len, 0);
-        return Found::Sound(recover_with_slot(&padded, index, slot, Some(len)));
     }
     salvage(image, problems.join("; "))
 }
 
-fn recover_with_slot(
-    image: &[u8],
-    slot_index: usize,
-    slot: Slot,
-    extend_to: Option<usize>,
-) -> Sound {
+fn recover_with_slot(image: &[u8], slot_index: usize, slot: Slot) -> Sound {
     let cap = slot.capacity as usize;
     let ring = &image[DATA_OFFSET..DATA_OFFSET + cap];
     let epoch = slot.epoch;
-    let mut report = RecoveryReport {
-        truncated: extend_to.is_some(),
-        ..RecoveryReport::default()
-    };
-    if extend_to.is_some() {
-        report.notes.push(format!(
-            "the file was shorter than its {cap}-byte ring and was extended back"
-        ));
-    }
+    let mut report = RecoveryReport::default();
+    let mut chk = Checker::new(image.len());
 
     // The head is the furthest of the slot's head and any valid cursor cell.
     let mut cursor: Option<Cursor> = None;
@@ -196,8 +286,8 @@ fn recover_with_slot(
     }
     let start = candidates
         .into_iter()
-        .find(|p| starts_at(ring, p.off, p.seq, epoch))
-        .or_else(|| scan_for_head(ring, epoch, floor, seq_limit))
+        .find(|p| starts_at(ring, p.off, p.seq, epoch, &mut chk))
+        .or_else(|| scan_for_head(ring, epoch, floor, seq_limit, &mut chk))
         // A start past the committed range must be the very next number: otherwise records
         // nobody committed would be skipped without a trace (a gap in the unsynced tail).
         .filter(|p| p.seq <= committed_end.max(floor));
@@ -220,6 +310,7 @@ fn recover_with_slot(
                 "{missing} committed record(s) failed their checks and were dropped"
             ));
         }
+        chk.note(&mut report);
         return Sound {
             slot,
             slot_index,
@@ -229,7 +320,6 @@ fn recover_with_slot(
             used: 0,
             skipped_in_walk: 0,
             damaged_ranges: Vec::new(),
-            extend_to,
             report,
         };
     };
@@ -240,7 +330,7 @@ fn recover_with_slot(
             "{lost} committed record(s) at the head failed their checks and were dropped"
         ));
     }
-    let walk = walk(ring, epoch, start, committed_end, seq_limit);
+    let walk = walk(ring, epoch, start, committed_end, seq_limit, &mut chk);
     report.records_kept = walk.items;
     report.records_dropped += walk.dropped;
     report.bytes_skipped += walk.bytes_skipped as u64;
@@ -250,6 +340,7 @@ fn recover_with_slot(
             walk.dropped, walk.bytes_skipped
         ));
     }
+    chk.note(&mut report);
     Sound {
         slot,
         slot_index,
@@ -259,41 +350,62 @@ fn recover_with_slot(
         used: walk.used,
         skipped_in_walk: walk.dropped,
         damaged_ranges: walk.damaged_ranges,
-        extend_to,
         report,
     }
 }
 
 /// True when a walk may start at `off` expecting `seq`.
-fn starts_at(ring: &[u8], off: usize, seq: u64, epoch: u64) -> bool {
-    match read_frame(ring, off, Some(epoch)) {
-        Ok(f) if f.kind != KIND_SKIP => f.seq == seq,
-        Ok(f) => f.seq >= seq,
-        Err(_) => false,
-    }
+fn starts_at(ring: &[u8], off: usize, seq: u64, epoch: u64, chk: &mut Checker) -> bool {
+    let cheap = |h: &format::Header| {
+        if h.kind == KIND_SKIP {
+            h.seq >= seq
+        } else {
+            h.seq == seq
+        }
+    };
+    chk.frame(ring, off, Some(epoch), cheap).is_some()
 }
 
 /// Finds where the live records start when neither the cursor nor the slot names a record:
 /// the lowest sequence number at or above `floor` (ties: the position with the longest walk).
-fn scan_for_head(ring: &[u8], epoch: u64, floor: u64, seq_limit: u64) -> Option<Pos> {
-    let mut best: Option<(Pos, u64)> = None;
+///
+/// One pass finds the lowest number and where it sits (only records that could beat or tie
+/// the best so far are checksummed); then at most [`TIE_WALKS`] of those positions are walked.
+fn scan_for_head(
+    ring: &[u8],
+    epoch: u64,
+    floor: u64,
+    seq_limit: u64,
+    chk: &mut Checker,
+) -> Option<Pos> {
+    let mut lowest: Option<u64> = None;
+    let mut at: Vec<usize> = Vec::new();
     for off in (0..ring.len()).step_by(RECORD_ALIGN) {
-        let Ok(f) = read_frame(ring, off, Some(epoch)) else {
+        let cheap = |h: &format::Header| {
+            h.kind != KIND_SKIP
+                && h.seq >= floor
+                && h.seq < seq_limit
+                && lowest.is_none_or(|l| h.seq < l || (h.seq == l && at.len() < TIE_WALKS))
+        };
+        let Some(f) = chk.frame(ring, off, Some(epoch), cheap) else {
             continue;
         };
-        if f.kind == KIND_SKIP || f.seq < floor || f.seq >= seq_limit {
-            continue;
+        if lowest != Some(f.seq) {
+            lowest = Some(f.seq);
+            at.clear();
         }
-        let pos = Pos { off, seq: f.seq };
-        match best {
-            Some((b, _)) if f.seq > b.seq => {}
-            Some((b, items)) if f.seq == b.seq => {
-                let w = walk(ring, epoch, pos, 0, seq_limit).items;
-                if w > items {
-                    best = Some((pos, w));
-                }
-            }
-            _ => best = Some((pos, walk(ring, epoch, pos, 0, seq_limit).items)),
+        at.push(off);
+    }
+    let seq = lowest?;
+    if at.len() == 1 {
+        return Some(Pos { off: at[0], seq });
+    }
+    let mut best: Option<(Pos, u64)> = None;
+    for off in at {
+        let pos = Pos { off, seq };
+        let items = walk(ring, epoch, pos, 0, seq_limit, chk).items;
+        if best.is_none_or(|(_, b)| items > b) {
+            best = Some((pos, items));
         }
     }
     best.map(|(p, _)| p)
@@ -321,6 +433,7 @@ pub(crate) fn walk(
     start: Pos,
     committed_end: u64,
     seq_limit: u64,
+    chk: &mut Checker,
 ) -> Walk {
     let cap = ring.len();
     let mut w = Walk {
@@ -336,32 +449,42 @@ pub(crate) fn walk(
         if off >= cap {
             off = 0;
         }
-        let size = match read_frame(ring, off, Some(epoch)) {
-            Ok(f) if f.kind == KIND_DATA && f.seq == expected && f.size <= cap - w.used => {
+        let room = cap - w.used;
+        let cheap = |h: &format::Header| {
+            h.size <= room
+                && if h.kind == KIND_SKIP {
+                    h.seq >= expected && h.seq <= seq_limit
+                } else {
+                    h.seq == expected
+                }
+        };
+        let size = match chk.frame(ring, off, Some(epoch), cheap) {
+            Some(f) if f.kind == KIND_DATA => {
                 w.items += 1;
                 expected += 1;
                 f.size
             }
-            Ok(f) if f.kind == KIND_DONE && f.seq == expected && f.size <= cap - w.used => {
+            Some(f) if f.kind == KIND_DONE => {
                 expected += 1;
                 f.size
             }
-            Ok(f)
-                if f.kind == KIND_SKIP
-                    && f.seq >= expected
-                    && f.seq <= seq_limit
-                    && f.size <= cap - w.used =>
-            {
+            Some(f) => {
                 expected = f.seq;
                 f.size
             }
-            _ if expected < committed_end => {
-                let budget = cap - w.used;
-                let Some((next, dist)) =
-                    resync(ring, epoch, off, expected, committed_end, seq_limit, budget)
-                else {
+            None if expected < committed_end => {
+                let Some((next, dist)) = resync_checked(
+                    ring,
+                    epoch,
+                    off,
+                    expected,
+                    committed_end,
+                    seq_limit,
+                    room,
+                    chk,
+                ) else {
                     // Nothing verifies after it: the rest of the committed range is lost.
-                    w.dropped += lost_records(committed_end - expected, budget);
+                    w.dropped += lost_records(committed_end - expected, room);
                     expected = committed_end;
                     break;
                 };
@@ -373,7 +496,7 @@ pub(crate) fn walk(
                 expected = next.seq;
                 continue;
             }
-            _ => break,
+            None => break,
         };
         w.used += size;
         off += size;
@@ -403,6 +526,60 @@ fn lost_records(numbers: u64, bytes: usize) -> u64 {
 /// commit, over records whose removal was never made durable, and taking it would skip
 /// committed records that lie intact further on. It is taken only when no committed one is
 /// found in the whole budget.
+///
+/// Sequence numbers are checked before any CRC, and once a last-choice record is held no
+/// other last-choice record is checksummed, so each candidate costs its CRC at most once.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn resync_checked(
+    ring: &[u8],
+    epoch: u64,
+    from: usize,
+    expected: u64,
+    committed_end: u64,
+    seq_limit: u64,
+    budget: usize,
+    chk: &mut Checker,
+) -> Option<(Pos, usize)> {
+    let cap = ring.len();
+    let acceptable = |h: &format::Header| h.seq >= expected && h.seq < seq_limit;
+    let first_choice = |seq: u64| expected >= committed_end || seq < committed_end;
+    let mut fallback = None;
+    if let Some((_, size)) = format::plausible_header(ring, from, epoch) {
+        let next = (from + size) % cap;
+        if size < budget {
+            if let Some(f) = chk.frame(ring, next, Some(epoch), acceptable) {
+                let found = (
+                    Pos {
+                        off: next,
+                        seq: f.seq,
+                    },
+                    size,
+                );
+                if first_choice(f.seq) {
+                    return Some(found);
+                }
+                fallback = Some(found);
+            }
+        }
+    }
+    let mut dist = RECORD_ALIGN;
+    while dist < budget {
+        let off = (from + dist) % cap;
+        let holding = fallback.is_some();
+        let worth = |h: &format::Header| acceptable(h) && (!holding || first_choice(h.seq));
+        if let Some(f) = chk.frame(ring, off, Some(epoch), worth) {
+            let found = (Pos { off, seq: f.seq }, dist);
+            if first_choice(f.seq) {
+                return Some(found);
+            }
+            fallback.get_or_insert(found);
+        }
+        dist += RECORD_ALIGN;
+    }
+    fallback
+}
+
+/// [`resync_checked`] for delivery at run time, with a budget of its own for this call.
 pub(crate) fn resync(
     ring: &[u8],
     epoch: u64,
@@ -412,45 +589,17 @@ pub(crate) fn resync(
     seq_limit: u64,
     budget: usize,
 ) -> Option<(Pos, usize)> {
-    let cap = ring.len();
-    let acceptable = |f: &Frame| f.seq >= expected && f.seq < seq_limit;
-    let first_choice = |f: &Frame| expected >= committed_end || f.seq < committed_end;
-    let mut fallback = None;
-    if let Some((_, size)) = format::plausible_header(ring, from, epoch) {
-        let next = (from + size) % cap;
-        if size < budget {
-            if let Ok(f) = read_frame(ring, next, Some(epoch)) {
-                if acceptable(&f) {
-                    let found = (
-                        Pos {
-                            off: next,
-                            seq: f.seq,
-                        },
-                        size,
-                    );
-                    if first_choice(&f) {
-                        return Some(found);
-                    }
-                    fallback = Some(found);
-                }
-            }
-        }
-    }
-    let mut dist = RECORD_ALIGN;
-    while dist < budget {
-        let off = (from + dist) % cap;
-        if let Ok(f) = read_frame(ring, off, Some(epoch)) {
-            if acceptable(&f) {
-                let found = (Pos { off, seq: f.seq }, dist);
-                if first_choice(&f) {
-                    return Some(found);
-                }
-                fallback.get_or_insert(found);
-            }
-        }
-        dist += RECORD_ALIGN;
-    }
-    fallback
+    let mut chk = Checker::new(ring.len());
+    resync_checked(
+        ring,
+        epoch,
+        from,
+        expected,
+        committed_end,
+        seq_limit,
+        budget,
+        &mut chk,
+    )
 }
 
 /// Salvage from a file without a usable slot: the longest run of consecutive sequence
@@ -464,33 +613,45 @@ fn salvage(image: &[u8], reason: String) -> Found {
     report.notes.push(format!(
         "no usable header slot ({reason}); rebuilt from the records that verify"
     ));
+    let mut chk = Checker::new(image.len());
     let ring = image.get(DATA_OFFSET..).unwrap_or(&[]);
     let ring = &ring[..ring.len() - ring.len() % RECORD_ALIGN];
-    // epoch -> seq -> (payload range, removed) (the first position found for a number wins).
-    type Seen = BTreeMap<u64, (std::ops::Range<usize>, bool)>;
-    let mut by_epoch: BTreeMap<u64, Seen> = BTreeMap::new();
+    // (epoch, seq, payload start, payload len, removed), one per record that verifies: at
+    // most one per 24 bytes of the file.
+    let mut found: Vec<(u64, u64, usize, u32, bool)> = Vec::new();
     let mut off = 0;
     while off + format::RECORD_HEADER <= ring.len() {
-        match read_frame(ring, off, None) {
-            Ok(f) if f.kind != KIND_SKIP => {
+        match chk.frame(ring, off, None, |h| h.kind != KIND_SKIP) {
+            Some(f) => {
                 let start = DATA_OFFSET + off + format::RECORD_HEADER;
-                by_epoch
-                    .entry(f.epoch)
-                    .or_default()
-                    .entry(f.seq)
-                    .or_insert((start..start + f.len as usize, f.kind == KIND_DONE));
+                found.push((f.epoch, f.seq, start, f.len, f.kind == KIND_DONE));
                 off += f.size;
             }
-            _ => off += RECORD_ALIGN,
+            None => off += RECORD_ALIGN,
         }
     }
-    let total: u64 = by_epoch.values().map(|m| m.len() as u64).sum();
+    chk.note(&mut report);
+    // By epoch and number; the first position found for a number wins (stable sort).
+    found.sort_by_key(|r| (r.0, r.1));
+    found.dedup_by_key(|r| (r.0, r.1));
+    let total = found.len() as u64;
     let encoding_hint = SLOT_OFFSETS.iter().find_map(|&at| {
         let slot = Slot::decode(image.get(at..at + SLOT_SIZE)?)?;
         (slot.magic == format::SLOT_MAGIC && slot.encoding <= crate::codec::TAG_PICKLE)
             .then_some(slot.encoding)
     });
-    let Some((&epoch, seqs)) = by_epoch.iter().max_by_key(|(_, m)| m.len()) else {
+    // The epoch most records carry (the highest such, as before).
+    let mut epoch_pick: Option<(u64, usize, usize)> = None; // (epoch, start index, count)
+    let mut i = 0;
+    while i < found.len() {
+        let e = found[i].0;
+        let n = found[i..].iter().take_while(|r| r.0 == e).count();
+        if epoch_pick.is_none_or(|(_, _, best)| n >= best) {
+            epoch_pick = Some((e, i, n));
+        }
+        i += n;
+    }
+    let Some((epoch, first, count)) = epoch_pick else {
         return Found::Salvage(Salvage {
             epoch: None,
             encoding_hint,
@@ -498,24 +659,25 @@ fn salvage(image: &[u8], reason: String) -> Found {
             report,
         });
     };
-    // Longest run of consecutive sequence numbers.
-    let (mut best, mut run): (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
-    for &seq in seqs.keys() {
-        if run.last().is_some_and(|&l| l + 1 != seq) {
-            run.clear();
+    let seqs = &found[first..first + count];
+    // Longest run of consecutive sequence numbers (the first of equal length wins).
+    let (mut best, mut run_start) = ((0usize, 0usize), 0usize);
+    for k in 0..seqs.len() {
+        if k > 0 && seqs[k - 1].1 + 1 != seqs[k].1 {
+            run_start = k;
         }
-        run.push(seq);
-        if run.len() > best.len() {
-            best.clone_from(&run);
+        if k + 1 - run_start > best.1 - best.0 {
+            best = (run_start, k + 1);
         }
     }
-    let records: Vec<_> = best
+    let run = &seqs[best.0..best.1];
+    let records: Vec<_> = run
         .iter()
-        .filter(|s| !seqs[s].1)
-        .map(|s| (*s, seqs[s].0.clone()))
+        .filter(|r| !r.4)
+        .map(|r| (r.1, r.2..r.2 + r.3 as usize))
         .collect();
     report.records_kept = records.len() as u64;
-    report.records_dropped = total - best.len() as u64;
+    report.records_dropped = total - run.len() as u64;
     Found::Salvage(Salvage {
         epoch: Some(epoch),
         encoding_hint,

@@ -28,7 +28,8 @@ fuzz_target!(|data: &[u8]| {
             4 => Op::Take,
             5 => Op::CommitTaken(arg),
             6 => Op::Release(arg),
-            7 => Op::Sync,
+            7 if arg % 3 == 0 => Op::Sync,
+            7 => Op::SplitSync((arg >> 2) as u8 & 7),
             8 => Op::PartialPush(arg % 8192 + 2),
             _ => {
                 if arg.is_multiple_of(2) {

@@ -393,10 +393,11 @@ impl<S: Storage> RingFile<S> {
         }
     }
 
-    /// Records the head in the inactive slot page (never the active one, so a torn write
-    /// cannot take the newest slot with it), alternating between two cells.
+    /// Records the head in the slot page that does not hold the newest durable slot (so a
+    /// torn write cannot take it with it, even while a newer slot is still being flushed into
+    /// the other page), alternating between two cells.
     pub(super) fn write_cursor(&mut self) {
-        let page = 1 - self.active_slot;
+        let page = 1 - self.durable_slot;
         let at = format::cursor_offset(page, self.cursor_cell);
         self.cursor_cell ^= 1;
         let cell = Cursor {

@@ -157,6 +157,10 @@ pub struct RingFile<S: Storage = MappedFile> {
     /// Generation of the newest slot on disk, and which slot page holds it.
     generation: u64,
     active_slot: usize,
+    /// The slot page holding the newest slot known durable (its page was flushed). Differs
+    /// from `active_slot` only while a split commit flushes a new slot; nothing is written
+    /// into this page until the next slot is on disk (see `commit.rs`).
+    durable_slot: usize,
     /// Oldest record not yet removed: the durable head candidate.
     head: Pos,
     /// Next record to deliver fresh.

@@ -6,7 +6,7 @@ use std::path::Path;
 use super::{new_epoch, round_capacity, RingFile, RingOptions};
 use crate::error::{Error, Result};
 use crate::format::{
-    self, read_frame, DATA_OFFSET, KIND_SKIP, MIN_CAPACITY, RECORD_ALIGN, RECORD_HEADER,
+    self, DATA_OFFSET, KIND_DATA, KIND_SKIP, MIN_CAPACITY, RECORD_ALIGN, RECORD_HEADER,
 };
 use crate::recovery::{self, Found, Pos, RecoveryReport, Salvage, Sound};
 use crate::storage::Storage;
@@ -19,13 +19,45 @@ impl<S: Storage> RingFile<S> {
 
     /// Opens a ring over `storage`, recovering what it holds (an empty or all-zero region
     /// becomes a new queue).
-    pub fn open_in(storage: S, options: &RingOptions) -> Result<Self> {
-        let found = recovery::recover(storage.bytes());
+    pub fn open_in(mut storage: S, options: &RingOptions) -> Result<Self> {
+        let mut found = recovery::recover(storage.bytes());
         let max_cap = options.max_capacity.map(round_capacity);
+        let mut truncated_from = None;
+        if let Found::Truncated { slot, len } = found {
+            // Cut short of its ring by at most `recovery::max_extension`: extend the file
+            // back (zeros, on disk) and recover over the whole ring, never over a heap copy.
+            check_encoding(&storage, options, slot.encoding)?;
+            let was = storage.bytes().len();
+            storage.grow(len).map_err(|e| {
+                Error::io(
+                    "cannot extend the truncated file",
+                    storage_path(&storage),
+                    e,
+                )
+            })?;
+            truncated_from = Some(was);
+            found = recovery::recover(storage.bytes());
+        }
         match found {
             Found::Fresh => Self::init_fresh(storage, options, max_cap),
-            Found::Sound(sound) => Self::from_sound(storage, options, max_cap, sound),
+            Found::Sound(mut sound) => {
+                if let Some(was) = truncated_from {
+                    sound.report.truncated = true;
+                    sound.report.notes.insert(
+                        0,
+                        format!(
+                            "the file was {was} bytes, shorter than its {}-byte ring, and was extended back",
+                            sound.slot.capacity
+                        ),
+                    );
+                }
+                Self::from_sound(storage, options, max_cap, sound)
+            }
             Found::Salvage(salvage) => Self::from_salvage(storage, options, max_cap, salvage),
+            Found::Truncated { .. } => Err(Error::Corrupt {
+                path: storage_path(&storage),
+                reason: "the file stays shorter than its header after extending it".into(),
+            }),
         }
     }
 
@@ -44,6 +76,7 @@ impl<S: Storage> RingFile<S> {
             max_cap,
             generation: 0,
             active_slot: 1,
+            durable_slot: 1,
             head: Pos::default(),
             read: Pos::default(),
             tail: Pos::default(),
@@ -101,6 +134,7 @@ impl<S: Storage> RingFile<S> {
         self.cap = cap;
         self.generation = 0;
         self.active_slot = 1;
+        self.durable_slot = 1;
         self.commit()
     }
 
@@ -118,22 +152,17 @@ impl<S: Storage> RingFile<S> {
             slot.capacity as usize,
             max_cap,
         );
-        if let Some(want) = options.encoding {
-            if want != slot.encoding {
-                return Err(Error::EncodingMismatch {
-                    path: ring.path_buf(),
-                    found: crate::codec::encoding_name(slot.encoding),
-                    expected: crate::codec::encoding_name(want),
-                });
-            }
-        }
-        if let Some(len) = sound.extend_to {
-            ring.storage
-                .grow(len)
-                .map_err(|e| ring.io_err("cannot extend the truncated file", e))?;
-        }
+        check_encoding(&ring.storage, options, slot.encoding)?;
         ring.generation = slot.generation;
         ring.active_slot = sound.slot_index;
+        ring.durable_slot = sound.slot_index;
+        // The slot recovery chose may be in the page cache only (a crash between a slot
+        // write and its flush): make it durable before any cursor or slot write goes into
+        // the other page.
+        let at = format::SLOT_OFFSETS[sound.slot_index];
+        ring.storage
+            .flush(at, format::PAGE)
+            .map_err(|e| ring.io_err("cannot flush", e))?;
         ring.head = sound.head;
         ring.read = sound.head;
         ring.tail = sound.tail;
@@ -178,20 +207,27 @@ impl<S: Storage> RingFile<S> {
         Ok(ring)
     }
 
-    /// Invalidates every record that still verifies inside the stretches recovery stepped
-    /// over: stale copies from an earlier life of the file (unsynced records written over
-    /// removed ones, older laps). The next commit names a tail past these stretches, and a
-    /// later recovery that met the same damage could otherwise resync onto one of them and
-    /// skip live records. Written in memory only; the whole ring is flushed before that commit.
+    /// Invalidates every record header inside the stretches recovery stepped over: stale
+    /// copies from an earlier life of the file (unsynced records written over removed ones,
+    /// older laps) and the damaged records themselves. The next commit names a tail past these
+    /// stretches, and a later recovery that met the same damage could otherwise resync onto
+    /// one of them and skip live records. Any header of this epoch is cleared, checksum or not
+    /// (nothing in a stretch is live), so this costs one pass without CRCs. Written in memory
+    /// only; the whole ring is flushed before that commit.
     pub(super) fn invalidate_stale(&mut self, ranges: &[(usize, usize)]) {
         let (cap, epoch) = (self.cap, self.epoch);
         let ring = &mut self.storage.bytes_mut()[DATA_OFFSET..DATA_OFFSET + cap];
         for &(start, len) in ranges {
             let mut dist = 0;
-            while dist < len {
+            while dist + RECORD_HEADER <= len {
                 let off = (start + dist) % cap;
-                if read_frame(ring, off, Some(epoch)).is_ok() {
-                    format::invalidate_header(&mut ring[off..off + RECORD_HEADER]);
+                if let Some(hdr) = ring.get_mut(off..off + RECORD_HEADER) {
+                    let kind = hdr[8];
+                    if (kind == KIND_DATA || kind == KIND_SKIP)
+                        && format::read_u64(hdr, 16) == Some(epoch)
+                    {
+                        format::invalidate_header(hdr);
+                    }
                 }
                 dist += RECORD_ALIGN;
             }
@@ -284,6 +320,25 @@ impl<S: Storage> RingFile<S> {
             self.path_buf().display()
         );
         0
+    }
+}
+
+fn storage_path<S: Storage>(storage: &S) -> std::path::PathBuf {
+    storage
+        .path()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| "<memory>".into())
+}
+
+/// The encoding a file was made with must be the one asked for, if any.
+fn check_encoding<S: Storage>(storage: &S, options: &RingOptions, found: u32) -> Result<()> {
+    match options.encoding {
+        Some(want) if want != found => Err(Error::EncodingMismatch {
+            path: storage_path(storage),
+            found: crate::codec::encoding_name(found),
+            expected: crate::codec::encoding_name(want),
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -65,6 +65,27 @@ fn fault_child_entry() {
     let opts = RingOptions::default().initial_capacity(4096);
     // libtest prints "test … " without a newline before the test's own output.
     println!();
+    if kind == "sparse" {
+        // Open a file with holes on a full disk, then push into the holes.
+        let mut ring = match RingFile::open(&path, &opts) {
+            Ok(r) => r,
+            Err(e) => {
+                println!("@ OPEN ERR {} {e}", e.is_disk_full());
+                return;
+            }
+        };
+        for i in 0..1_000u64 {
+            match ring.push(&item(i, 16 * 1024)) {
+                Ok(_) => println!("@ ACK {i}"),
+                Err(e) => {
+                    println!("@ FULL {} {e}", e.is_disk_full());
+                    return;
+                }
+            }
+        }
+        println!("@ NEVER FULL");
+        return;
+    }
     let mut ring = RingFile::open(&path, &opts).expect("child open");
     match kind.as_str() {
         // Push 16 KiB items until the file size limit stops the growth.
@@ -255,6 +276,74 @@ fn full_disk_on_a_small_tmpfs() {
         "full disk (tmpfs 2m): {} acknowledged, error: {err}",
         acked.len()
     );
+}
+
+/// Issue 17 item 10: a queue file that is long enough but sparse (copied with `cp --sparse`,
+/// `rsync -S`, restored from a backup) on a full disk. Stores into its holes through the map
+/// raised SIGBUS, since `fallocate` ran only when the file grew. Open now allocates the whole
+/// file, so the full disk is a clear error at open. The pushes run in a child: a SIGBUS fails
+/// the test instead of killing the test binary.
+#[test]
+fn a_sparse_file_on_a_full_disk_is_an_error_at_open_not_sigbus() {
+    let Some(fs) = Tmpfs::mount("2m") else {
+        return;
+    };
+    let path = fs.path().join("sparse.ring");
+    {
+        let opts = RingOptions::default().initial_capacity(1 << 20);
+        let mut ring = RingFile::open(&path, &opts).unwrap();
+        for i in 0..3 {
+            ring.push(&item(i, 100)).unwrap();
+        }
+        ring.close().unwrap();
+    }
+    let copy = fs.path().join("sparse.copy");
+    let sh = |cmd: String| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(sh(format!(
+        "cp --sparse=always {0} {1} && mv {1} {0}",
+        path.display(),
+        copy.display()
+    )));
+    let blocks = Command::new("du")
+        .arg("-k")
+        .arg(&path)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    eprintln!("sparse copy: {} KiB allocated", blocks.trim());
+    // Fill what is left of the 2 MiB.
+    let fill = fs.path().join("fill");
+    sh(format!(
+        "dd if=/dev/zero of={} bs=64k 2>/dev/null",
+        fill.display()
+    ));
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(child_args())
+        .env(CHILD_ENV, "sparse")
+        .env("RINGQ_FAULT_PATH", &path);
+    let (lines, stderr, status) = child_lines(cmd);
+    assert!(
+        status.success(),
+        "the child died ({status}): a store into a hole raised SIGBUS?\nlines {lines:?}\n{stderr}"
+    );
+    let verdict = lines
+        .iter()
+        .find(|l| l.starts_with("OPEN ERR") || l.starts_with("FULL"));
+    assert!(
+        verdict.is_some_and(|l| l.contains(" true ")),
+        "a full disk must be a disk-full error: {lines:?}\n{stderr}"
+    );
+    // With room again, the file opens and holds its items.
+    std::fs::remove_file(&fill).unwrap();
+    let ids = ids_in(&path);
+    assert_eq!(&ids[..3], &[0, 1, 2], "{ids:?}");
 }
 
 /// `RLIMIT_FSIZE` in a child that ignores SIGXFSZ: `EFBIG` is a disk-full error like `ENOSPC`.

@@ -11,6 +11,7 @@ mod queue;
 mod queue_accounting;
 mod queue_model;
 mod recovery;
+mod recovery_cost;
 #[cfg(feature = "nats")]
 mod relay;
 mod stats;

@@ -74,6 +74,42 @@ fn power_cut_random_sequences() {
     );
 }
 
+/// The queue flusher's split commit, with pops and inline commits inside its window (the
+/// new slot written, its page not yet flushed): random sequences whose syncs are split
+/// commits, crashed inside every window. Issue 17 item 13: a pop's cursor or an inline
+/// commit's slot written into the page of the newest durable slot, torn with the new slot
+/// not yet on disk, fell back two generations and delivered acknowledged removals again.
+#[test]
+fn power_cut_inside_split_commits() {
+    let cases = env_u64("RINGQ_MODEL_CASES", 40);
+    let base = seed() ^ 0x5B11_7C0D;
+    let mut stats = Stats::default();
+    for case in 0..cases {
+        let s = base.wrapping_add(case.wrapping_mul(0x9E37_79B9));
+        let mut rng = Rng(s);
+        let mut ops = model::random_ops(&mut rng, 60);
+        for op in &mut ops {
+            if matches!(op, Op::Sync) {
+                *op = Op::SplitSync(rng.below(8) as u8);
+            }
+        }
+        let mut pick = Rng(s ^ 0xABCD);
+        let mut crash_here = |_: usize| pick.below(3) == 0;
+        if let Err(e) = run_scenario(&ops, &mut crash_here, &Tear::ALL, &UNITS, s, &mut stats) {
+            panic!("{e}\nseed {s}\nops: {ops:?}");
+        }
+    }
+    print_stats("power model, split commits", base, &stats);
+    assert!(
+        stats
+            .per_phase()
+            .get("inside a split commit")
+            .copied()
+            .unwrap_or(0)
+            > 0
+    );
+}
+
 /// The edges where ring buffers broke before (Tape, queue-file): growth while wrapped, an
 /// exactly full ring, a wrap with a skip record, then crashes at every step.
 #[test]

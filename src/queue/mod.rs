@@ -33,6 +33,7 @@ use inner::{Inner, Kind, PendingRemoval, Reserved};
 /// blocking pool inside a tokio runtime, inline on the calling thread under any other
 /// executor (which has no worker pool of ours to protect).
 async fn off_worker<R: Send + 'static>(
+    context: &'static str,
     path: &Path,
     f: impl FnOnce() -> R + Send + 'static,
 ) -> Result<R> {
@@ -40,7 +41,7 @@ async fn off_worker<R: Send + 'static>(
         Ok(rt) => rt
             .spawn_blocking(f)
             .await
-            .map_err(|e| Error::io("cannot write to", path, std::io::Error::other(e))),
+            .map_err(|e| Error::io(context, path, std::io::Error::other(e))),
         Err(_) => Ok(f()),
     }
 }
@@ -189,7 +190,7 @@ where
             };
             RingFile::open_in(backing, &options)
         };
-        let ring = off_worker(&self.path, open).await??;
+        let ring = off_worker("cannot open", &self.path, open).await??;
         Ok(Queue {
             inner: Inner::start(ring, self.path, self.maxsize, self.durability),
             _item: PhantomData,
@@ -351,7 +352,7 @@ where
             tokio::pin!(room);
             room.as_mut().enable();
             let inner = Arc::clone(&self.inner);
-            let (r, back) = off_worker(&self.inner.path, move || {
+            let (r, back) = off_worker("cannot write to", &self.inner.path, move || {
                 let mut reserved = reserved;
                 let r = inner.push_reserved::<T, C>(&mut reserved, &item, len, upstream_seq);
                 (r, item)

@@ -89,6 +89,9 @@ pub(crate) enum Found {
     Sound(Sound),
     /// No slot is sound: rebuild from what verifies.
     Salvage(Salvage),
+    /// A slot that verifies names a format version newer than this build's: refuse the file
+    /// untouched rather than read it by the wrong rules (or salvage and rewrite it).
+    TooNew(String),
 }
 
 /// Recovers the queue state from `image`, the whole file.
@@ -108,6 +111,15 @@ pub(crate) fn recover(image: &[u8]) -> Found {
             continue;
         };
         if let Err(p) = slot.check(raw) {
+            if let format::SlotProblem::Version(v) = p {
+                if v > format::FORMAT_VERSION {
+                    return Found::TooNew(format!(
+                        "it was written by a newer ringq (format version {v}; this build reads \
+                         version {} only): open it with that version or later",
+                        format::FORMAT_VERSION
+                    ));
+                }
+            }
             problems.push(format!("slot {i}: {p:?}"));
             continue;
         }

@@ -269,6 +269,12 @@ impl<S: Storage> RingFile<S> {
             Found::Fresh => Self::init_fresh(storage, options, max_cap),
             Found::Sound(sound) => Self::from_sound(storage, options, max_cap, sound),
             Found::Salvage(salvage) => Self::from_salvage(storage, options, max_cap, salvage),
+            Found::TooNew(reason) => Err(Error::Corrupt {
+                path: storage
+                    .path()
+                    .map_or_else(|| "<memory>".into(), Path::to_path_buf),
+                reason,
+            }),
         }
     }
 

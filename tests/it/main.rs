@@ -3,6 +3,7 @@
 mod cli;
 mod crash_kill9;
 mod faults;
+mod golden;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod lock;

@@ -1,6 +1,5 @@
 //! ringq's integration tests: one binary, one module per area.
 
-mod cli;
 mod crash_kill9;
 mod faults;
 mod golden;
@@ -12,3 +11,5 @@ mod queue;
 mod recovery;
 #[cfg(feature = "nats")]
 mod relay;
+#[cfg(any(feature = "nats", feature = "kafka"))]
+mod ringq_bin;

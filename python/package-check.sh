@@ -18,7 +18,8 @@ echo "--- sdist, installed in a fresh venv"
 rm -rf dist "$fresh"
 "$venv/bin/maturin" sdist -o dist
 python3 -m venv "$fresh"
-"$fresh/bin/pip" install -q dist/ringq-*.tar.gz
+# A dev-profile build: this checks the sdist's contents, the release wheel is built below.
+MATURIN_PEP517_ARGS="--profile dev" "$fresh/bin/pip" install -q dist/ringq-*.tar.gz
 (cd /tmp && "$fresh/bin/python" -c '
 import asyncio, os, tempfile, ringq
 async def main():

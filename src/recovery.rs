@@ -94,6 +94,9 @@ pub(crate) enum Found {
     /// [`max_extension`]: extend the file to `len` (on disk, never on the heap) and recover
     /// again.
     Truncated { slot: Slot, len: usize },
+    /// A slot that verifies names a format version newer than this build's: refuse the file
+    /// untouched rather than read it by the wrong rules (or salvage and rewrite it).
+    TooNew(String),
 }
 
 /// How many times the file's length recovery may checksum, in all, before it treats every
@@ -206,6 +209,15 @@ pub(crate) fn recover(image: &[u8]) -> Found {
             continue;
         };
         if let Err(p) = slot.check(raw) {
+            if let format::SlotProblem::Version(v) = p {
+                if v > format::FORMAT_VERSION {
+                    return Found::TooNew(format!(
+                        "it was written by a newer ringq (format version {v}; this build reads \
+                         version {} only): open it with that version or later",
+                        format::FORMAT_VERSION
+                    ));
+                }
+            }
             problems.push(format!("slot {i}: {p:?}"));
             continue;
         }

@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Rust: unit, integration (kill -9, power-loss model, faults, CLI, relay), doc tests.
+# Rust, the library and the CLI crate (the workspace's default members): unit, integration
+# (golden files, kill -9, power-loss model, faults, CLI, relay), doc tests.
 cargo test --features nats
 
 # Python: build the package into a private virtual environment, then pytest.

@@ -54,6 +54,10 @@ impl<S: Storage> RingFile<S> {
                 Self::from_sound(storage, options, max_cap, sound)
             }
             Found::Salvage(salvage) => Self::from_salvage(storage, options, max_cap, salvage),
+            Found::TooNew(reason) => Err(Error::Corrupt {
+                path: storage_path(&storage),
+                reason,
+            }),
             Found::Truncated { .. } => Err(Error::Corrupt {
                 path: storage_path(&storage),
                 reason: "the file stays shorter than its header after extending it".into(),

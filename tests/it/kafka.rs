@@ -562,7 +562,7 @@ async fn kafka_item_too_large_is_a_clear_error_and_stays_in_the_queue() {
     assert_eq!(count("kafka_item_too_large", &got, 8, epoch), (0, 0));
 
     // Through the command line: a clear message and exit status 1, nothing taken.
-    let out = Command::new(env!("CARGO_BIN_EXE_ringq"))
+    let out = Command::new(crate::ringq_bin::ringq_bin())
         .arg("relay")
         .arg(&path)
         .args(["--to", &format!("kafka://{}", c.bootstrap_servers())])
@@ -584,7 +584,7 @@ async fn kafka_cli_drains_a_queue_and_rejects_nats_only_flags() {
     let n = 3_000;
     let epoch = fill(&path, 0, n).await;
     let url = format!("kafka://{}", c.bootstrap_servers());
-    let out = Command::new(env!("CARGO_BIN_EXE_ringq"))
+    let out = Command::new(crate::ringq_bin::ringq_bin())
         .arg("relay")
         .arg(&path)
         .args(["--to", &url, "--topic", TOPIC, "--drain", "--json"])
@@ -608,7 +608,7 @@ async fn kafka_cli_drains_a_queue_and_rejects_nats_only_flags() {
             "--stream is for NATS",
         ),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_ringq"))
+        let out = Command::new(crate::ringq_bin::ringq_bin())
             .arg("relay")
             .arg(dir.path().join("other.q"))
             .args(args)

@@ -1,8 +1,8 @@
 //! ringq's integration tests: one binary, one module per area.
 
-mod cli;
 mod crash_kill9;
 mod faults;
+mod golden;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod lock;
@@ -14,4 +14,5 @@ mod recovery;
 mod recovery_cost;
 #[cfg(feature = "nats")]
 mod relay;
+mod ringq_bin;
 mod stats;

@@ -219,7 +219,7 @@ fn ringq_limited(args: &[&str], file: &Path) -> Option<std::process::Output> {
     Some(
         Command::new(prlimit)
             .arg("--as=536870912")
-            .arg(env!("CARGO_BIN_EXE_ringq"))
+            .arg(crate::ringq_bin::ringq_bin())
             .args(args)
             .arg(file)
             .output()

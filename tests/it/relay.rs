@@ -153,7 +153,7 @@ impl RelayProc {
     fn spawn_env(args: &[String], env: &[(&str, &str)]) -> RelayProc {
         let bin = std::env::var_os("RINGQ_RELAY_BIN")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ringq")));
+            .unwrap_or_else(crate::ringq_bin::ringq_bin);
         let child = Command::new(bin)
             .arg("relay")
             .args(args)

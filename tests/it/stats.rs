@@ -9,7 +9,7 @@ use ringq::format::{record_size, DATA_OFFSET, RECORD_HEADER};
 use ringq::{Guard, MemStorage, Queue, Raw, RingFile, RingOptions, Storage};
 
 fn ringq() -> Command {
-    Command::cargo_bin("ringq").expect("the ringq binary is built")
+    Command::new(crate::ringq_bin::ringq_bin())
 }
 
 /// A small deterministic generator (xorshift), so a failure replays.
@@ -375,7 +375,7 @@ fn ringq_stats_watch_stops_on_ctrl_c() {
         .write_stdin("a\nb\n")
         .assert()
         .success();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringq"))
+    let mut child = std::process::Command::new(crate::ringq_bin::ringq_bin())
         .arg("stats")
         .arg(&path)
         .args(["--watch", "--json", "--interval", "50"])
@@ -577,7 +577,7 @@ mod prometheus {
         }
         // The broker is down at first: the items wait, and the endpoint says so.
         let mut server = Server::not_started(&bin, dir.path());
-        let child = Command::new(env!("CARGO_BIN_EXE_ringq"))
+        let child = Command::new(crate::ringq_bin::ringq_bin())
             .arg("relay")
             .arg(&path)
             .args(["--to", &server.url(), "--subject", "ringq.metrics"])

@@ -5,6 +5,7 @@ mod crash_kill9;
 mod faults;
 #[cfg(feature = "kafka")]
 mod kafka;
+mod limits;
 mod lock;
 mod power_model;
 mod queue;

@@ -99,13 +99,16 @@ impl<S: Storage> RingFile<S> {
     /// layout. Only what the slot names at a new place must be durable first: the part of
     /// the growth copy up to the committed tail.
     ///
-    /// Growth runs a full commit instead when a removal happened since the last commit (the
-    /// space it freed may hold newer records, while a power cut can still bring back the
-    /// committed bytes there, which a copy would not carry), or when another thread's commit
+    /// Growth runs a full commit instead when a removal happened since the last commit or an
+    /// item is out (the space a removal freed may hold newer records, while a power cut can
+    /// still bring back the committed bytes there, which a copy would not carry; a removal
+    /// behind a taken item marks the record in place, which a flushed copy would make
+    /// durable), or when another thread's commit
     /// is in flight (its callers wait for a slot naming its tail, which this one would drop).
     /// A fill (puts, no gets) never needs the full commit.
     fn growth_commit(&mut self, copied_behind: Option<usize>) -> Result<()> {
-        if !self.in_flight.is_empty() || self.committed_head != self.durable_head() {
+        let removed_since = self.committed_head != self.head || !self.delivered.is_empty();
+        if !self.in_flight.is_empty() || removed_since {
             return self.commit();
         }
         let (head, tail) = (self.committed_head, self.committed);

@@ -380,7 +380,7 @@ mod tests {
                     rng ^= rng << 13;
                     rng ^= rng >> 7;
                     rng ^= rng << 17;
-                    if rng % 3 == 0 {
+                    if rng.is_multiple_of(3) {
                         (rng >> 8) as u8 % 8
                     } else {
                         (rng >> 16) as u8

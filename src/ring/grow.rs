@@ -96,31 +96,25 @@ impl<S: Storage> RingFile<S> {
     /// flush here: a `Buffered` fill does not pay a flush of everything written at each
     /// growth. It is not a commit (no push or removal becomes durable, `commit_count` does
     /// not move): a crash after it recovers exactly what the last commit left, in the new
-    /// layout. Only what the slot names at a new place must be durable first: the part of
-    /// the growth copy up to the committed tail.
+    /// layout.
     ///
     /// Growth runs a full commit instead when a removal happened since the last commit or an
     /// item is out (the space a removal freed may hold newer records, while a power cut can
     /// still bring back the committed bytes there, which a copy would not carry; a removal
     /// behind a taken item marks the record in place, which a flushed copy would make
-    /// durable), or when another thread's commit
-    /// is in flight (its callers wait for a slot naming its tail, which this one would drop).
+    /// durable), when committed records were copied (their flush would carry the records behind
+    /// them), or when another thread's commit is in flight (its callers wait for a slot naming
+    /// its tail, which this one would drop).
     /// A fill (puts, no gets) never needs the full commit.
     fn growth_commit(&mut self, copied_behind: Option<usize>) -> Result<()> {
         let removed_since = self.committed_head != self.head || !self.delivered.is_empty();
-        if !self.in_flight.is_empty() || removed_since {
+        // Committed records in the copy would need a flush, which (whole pages) would also
+        // make uncommitted records behind them durable: a full commit says so honestly.
+        let committed_in_copy = copied_behind.is_some_and(|old_cap| self.committed.off > old_cap);
+        if !self.in_flight.is_empty() || removed_since || committed_in_copy {
             return self.commit();
         }
         let (head, tail) = (self.committed_head, self.committed);
-        if let Some(old_cap) = copied_behind {
-            if tail.off > old_cap {
-                // These committed records now live in the copy, which must be on disk
-                // before the slot names it there.
-                self.storage
-                    .flush(DATA_OFFSET + old_cap, tail.off - old_cap)
-                    .map_err(|e| self.fail_commit(e))?;
-            }
-        }
         if copied_behind.is_some() {
             // The pops since the last commit left cursor cells naming the head at its old
             // place: name the moved head in both cells of the page the slot goes to.

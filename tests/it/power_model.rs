@@ -308,8 +308,8 @@ fn torn_page_never_resyncs_onto_a_stale_growth_copy() {
 }
 
 /// `Queue` under `Buffered` and `Periodic` over the model, growing from 4 KiB: whatever a
-/// crash leaves is a gap-free run of the puts in order, holds every item the last `sync()`
-/// made durable that no later get took, and nothing gotten before that `sync()`.
+/// crash leaves is in put order, keeps a gap-free prefix of what is queued, holds every item
+/// the last `sync()` made durable that no later get took, and nothing gotten before it.
 #[test]
 fn power_cut_queue_buffered_and_periodic_grow() {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -368,25 +368,58 @@ fn power_cut_queue_buffered_and_periodic_grow() {
                 for tear in Tear::ALL {
                     for unit in UNITS {
                         let image = mem.crash_image(tear, unit, rng.next());
-                        let r = RingFile::open_in(MemStorage::from_bytes(image), &RingOptions::default())
-                            .unwrap_or_else(|e| panic!("seed {s} step {step}: reopen failed: {e}"));
+                        let r = RingFile::open_in(
+                            MemStorage::from_bytes(image),
+                            &RingOptions::default(),
+                        )
+                        .unwrap_or_else(|e| panic!("seed {s} step {step}: reopen failed: {e}"));
                         let got: Vec<(u64, Vec<u8>)> = r
                             .records()
                             .map(|rec| {
-                                <ringq::Bincode as ringq::Codec<(u64, Vec<u8>)>>::decode(rec.payload)
-                                    .expect("decodes")
+                                <ringq::Bincode as ringq::Codec<(u64, Vec<u8>)>>::decode(
+                                    rec.payload,
+                                )
+                                .expect("decodes")
                             })
                             .collect();
                         let ctx = format!("seed {s} {policy:?} step {step} {tear:?}/{unit}");
                         for w in got.windows(2) {
-                            assert_eq!(w[1].0, w[0].0 + 1, "{ctx}: gap or reorder");
+                            assert!(w[1].0 > w[0].0, "{ctx}: reordered or duplicated");
                         }
+                        // Of what is still queued, a gap-free prefix survives (gotten items
+                        // may come back, or not, around it).
+                        let kept = queued
+                            .iter()
+                            .take_while(|(id, _)| got.iter().any(|g| g.0 == *id))
+                            .count();
+                        let extra: Vec<u64> = queued
+                            .iter()
+                            .skip(kept)
+                            .map(|(id, _)| *id)
+                            .filter(|id| got.iter().any(|g| g.0 == *id))
+                            .collect();
+                        assert!(
+                            extra.is_empty(),
+                            "{ctx}: queued items {extra:?} survived behind a lost one"
+                        );
                         for (id, data) in &got {
-                            assert!(*id >= gone_below, "{ctx}: item {id} durably gotten came back");
-                            assert_eq!(data, &model::payload(*id, data.len()), "{ctx}: item {id} payload");
+                            assert!(
+                                *id >= gone_below,
+                                "{ctx}: item {id} durably gotten came back"
+                            );
+                            assert_eq!(
+                                data,
+                                &model::payload(*id, data.len()),
+                                "{ctx}: item {id} payload"
+                            );
                         }
-                        let ids: std::collections::BTreeSet<u64> = got.iter().map(|g| g.0).collect();
-                        assert!(must.is_subset(&ids), "{ctx}: lost synced items {:?}", must.difference(&ids).collect::<Vec<_>>());
+                        let ids: std::collections::BTreeSet<u64> =
+                            got.iter().map(|g| g.0).collect();
+                        assert!(
+                            must.is_subset(&ids),
+                            "{ctx}: lost synced items {:?}",
+                            must.difference(&ids).collect::<Vec<_>>()
+                        );
                         images += 1;
                     }
                 }
@@ -394,6 +427,9 @@ fn power_cut_queue_buffered_and_periodic_grow() {
             grows += u64::from(q.memory_snapshot().unwrap().live().len() > 8192 + 4096);
         });
     }
-    assert!(grows * 2 >= cases, "growth must be exercised: {grows} of {cases} cases grew");
+    assert!(
+        grows * 2 >= cases,
+        "growth must be exercised: {grows} of {cases} cases grew"
+    );
     eprintln!("power model, Queue Buffered/Periodic seed {base}: {cases} sequences, {images} crash images, {grows} grew");
 }

@@ -1,6 +1,10 @@
 //! ringq beside the alternatives, the same work in the same run.
 //!
-//! `cargo bench --bench compare` (about 5 minutes on 2 cores). Groups:
+//! `cargo bench --bench compare` (about 8 minutes on 2 cores). Groups:
+//! - `fresh_default/<size>`: the default path, what a new user does: a fresh file each round,
+//!   `Queue::<Vec<u8>>::create(path, 0)` (bincode codec, 256 KiB start, growth), N puts then N
+//!   gets (64 B x 200 000, 4 KiB x 20 000); beside it the same pre-sized and with `Raw`, and
+//!   yaque, queue-file and `VecDeque` fresh each round too. Every other group is steady state.
 //! - `n_then_n/<size>`: enqueue N records, then dequeue N (N = 10 000, fewer above 4 KiB so one
 //!   iteration moves at most 32 MiB). Buffered modes: every system writes its file (it
 //!   survives `kill -9`), nothing waits for the disk.
@@ -33,8 +37,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use criterion::{
-    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode,
-    Throughput,
+    criterion_group, criterion_main, BatchSize, BenchmarkGroup, BenchmarkId, Criterion,
+    SamplingMode, Throughput,
 };
 use ringq::{Durability, Queue, Raw, RingFile, RingOptions};
 
@@ -538,6 +542,105 @@ fn spsc(c: &mut Criterion) {
     }
 }
 
+// ------------------------------------------------------------------------- the default path
+
+/// A queue and its file: dropped (closed) then deleted outside the clock.
+struct Fresh<T>(Option<T>, std::path::PathBuf);
+impl<T> Drop for Fresh<T> {
+    fn drop(&mut self) {
+        drop(self.0.take());
+        let _ = std::fs::remove_file(&self.1);
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+/// What a new user does: a fresh file each round, N puts then N gets, nothing tuned.
+/// `Queue<Vec<u8>>` through `Queue::create(path, 0)` is the default path (bincode, 256 KiB
+/// start, growth); the pre-sized and `Raw` rows show what growth and the codec cost.
+/// Opening is inside the clock, dropping (the clean close) and deleting are not.
+fn fresh(c: &mut Criterion) {
+    for (size, n) in [(64usize, 200_000usize), (4096, 20_000)] {
+        let mut g = c.benchmark_group(format!("fresh_default/{size}"));
+        g.sample_size(10)
+            .warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_secs(4))
+            .sampling_mode(SamplingMode::Flat)
+            .throughput(Throughput::Elements(n as u64));
+        let dir = tempdir();
+        let payload = vec![0x5au8; size];
+        let cap = capacity_for(size, n);
+        let rt = current_thread();
+        let round = std::cell::Cell::new(0u64);
+        let fresh_path = |name: &str| {
+            round.set(round.get() + 1);
+            dir.path().join(format!("{name}-{}", round.get()))
+        };
+        macro_rules! queue_row {
+            ($name:expr, $q:ty, $open:expr) => {
+                g.bench_function(BenchmarkId::new($name, size), |b| {
+                    b.iter_batched(
+                        || fresh_path($name),
+                        |path| {
+                            rt.block_on(async {
+                                let q: $q = $open(path.clone()).await.expect("open");
+                                for _ in 0..n {
+                                    q.put(payload.clone()).await.expect("put");
+                                }
+                                for _ in 0..n {
+                                    black_box(q.get().await.expect("get"));
+                                }
+                                Fresh(Some(q), path)
+                            })
+                        },
+                        BatchSize::PerIteration,
+                    )
+                });
+            };
+        }
+        queue_row!("ringq_default", Queue<Vec<u8>>, |p| Queue::create(p, 0));
+        queue_row!("ringq_raw_default_start", RawQueue, |p| RawQueue::builder(
+            p
+        )
+        .open());
+        queue_row!("ringq_presized", Queue<Vec<u8>>, |p| {
+            Queue::<Vec<u8>>::builder(p).initial_capacity(cap).open()
+        });
+        queue_row!("ringq_raw_presized", RawQueue, |p| RawQueue::builder(p)
+            .initial_capacity(cap)
+            .open());
+        g.bench_function(BenchmarkId::new("yaque", size), |b| {
+            b.iter_batched(
+                || fresh_path("yaque"),
+                |path| {
+                    let mut y = yaque_pair(&path, false);
+                    y.n_then_n(&payload, n);
+                    Fresh(Some(y), path)
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        g.bench_function(BenchmarkId::new("queue_file", size), |b| {
+            b.iter_batched(
+                || fresh_path("queue-file"),
+                |path| {
+                    let mut q = queue_file(&path, false);
+                    q.n_then_n(&payload, n);
+                    Fresh(Some(q), path)
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        g.bench_function(BenchmarkId::new("vecdeque", size), |b| {
+            b.iter(|| {
+                let mut d = Deque(VecDeque::new());
+                d.n_then_n(&payload, n);
+                d
+            })
+        });
+        g.finish();
+    }
+}
+
 // ------------------------------------------------------------------------- group commit
 
 fn sync_putters(c: &mut Criterion) {
@@ -604,5 +707,5 @@ fn sync_putters(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, n_then_n, durable, spsc, sync_putters);
+criterion_group!(benches, fresh, n_then_n, durable, spsc, sync_putters);
 criterion_main!(benches);

@@ -160,7 +160,7 @@ impl MappedFile {
         Ok(())
     }
 
-    /// Extends the file to `new_len` with real blocks, makes the length durable, remaps.
+    /// Extends the file to `new_len` with real blocks (`grow` makes the length durable).
     fn extend(&mut self, new_len: u64) -> io::Result<()> {
         let old_len = self.file.metadata()?.len();
         if new_len <= old_len {
@@ -180,8 +180,7 @@ impl MappedFile {
                 _ => return Err(err),
             }
         }
-        // The new length must be durable before any slot names it.
-        self.file.sync_data()
+        Ok(())
     }
 
     /// Where `fallocate` is not supported: write real zeros (never `set_len`, which leaves a
@@ -233,11 +232,18 @@ impl Storage for MappedFile {
     }
 
     fn grow(&mut self, new_len: usize) -> io::Result<()> {
+        let old_len = self.bytes().len();
         self.extend(new_len as u64)?;
         self.remap().map_err(|e| match e {
             Error::Io { source, .. } => source,
             other => io::Error::other(other.to_string()),
-        })
+        })?;
+        // The new length must be durable before any slot names it. `fdatasync` would also
+        // write back every page dirtied through the map (all unflushed records); `msync` of
+        // the new range is a ranged `fdatasync`: it writes only that range (clean after
+        // `fallocate`, the zeros after the `pwrite` fallback) and still commits the size.
+        let start = old_len.min(new_len) / 4096 * 4096;
+        self.flush(start, new_len - start)
     }
 
     fn concurrent_flusher(&self) -> Option<Arc<dyn ConcurrentFlush>> {

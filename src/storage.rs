@@ -292,11 +292,19 @@ impl Storage for MemStorage {
             self.fail_grow_at = Some(n - 1);
         }
         self.grows += 1;
+        // A length the heap cannot hold is an error, as a full disk is for a file.
+        let no_room = |_| io::Error::from_raw_os_error(libc::ENOMEM);
         if new_len > self.live.len() {
+            self.live
+                .try_reserve_exact(new_len - self.live.len())
+                .map_err(no_room)?;
             self.live.resize(new_len, 0);
         }
         // The real backing makes the new length durable (fallocate + fdatasync).
         if new_len > self.durable.len() {
+            self.durable
+                .try_reserve_exact(new_len - self.durable.len())
+                .map_err(no_room)?;
             self.durable.resize(new_len, 0);
         }
         Ok(())

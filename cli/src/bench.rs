@@ -7,6 +7,11 @@
 //! round that times every operation on its own (the clock read is included; its cost is
 //! printed). The `Sync` rows run concurrent putters for a fixed time, each put waiting for
 //! its group commit, and are set against the latency of one durable commit measured here.
+//!
+//! Every row but one is steady state: one file, pre-sized, reused across rounds, `Raw` codec.
+//! The "fresh file, default builder" row is the default path a new user takes: a new file
+//! each round through `Queue::<Vec<u8>>::create(path, 0)` (bincode codec, growth from 256 KiB),
+//! always `Buffered` whatever `--durability` says.
 
 use std::collections::VecDeque;
 use std::hint::black_box;
@@ -192,6 +197,10 @@ impl Progress {
 /// One system: a round of `n` puts then `n` gets, optionally timing each operation.
 trait System {
     fn round(&mut self, payload: &[u8], n: usize, lat: Option<&mut Latencies>) -> Res<()>;
+    /// Work between rounds, outside the clock.
+    fn after_round(&mut self) -> Res<()> {
+        Ok(())
+    }
 }
 
 type Res<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -284,6 +293,51 @@ impl System for QueueAsync {
     }
 }
 
+/// The default path: each round opens a fresh file with `Queue::<Vec<u8>>::create(path, 0)`
+/// (bincode, 256 KiB start, growth), puts `n`, gets `n`. Opening is inside the clock; the
+/// clean close (which flushes the file) and the deletion are not.
+struct FreshDefault {
+    dir: PathBuf,
+    rt: Arc<tokio::runtime::Runtime>,
+    rounds: u64,
+    last: Option<(Queue<Vec<u8>>, PathBuf)>,
+}
+impl System for FreshDefault {
+    fn round(&mut self, p: &[u8], n: usize, lat: Option<&mut Latencies>) -> Res<()> {
+        self.rounds += 1;
+        let path = self.dir.join(format!("fresh-{}", self.rounds));
+        let q = self.rt.block_on(async {
+            let q: Queue<Vec<u8>> = Queue::create(&path, 0).await?;
+            let (mut puts, mut gets) = (Vec::new(), Vec::new());
+            let timing = lat.is_some();
+            for _ in 0..n {
+                let t = timing.then(Instant::now);
+                q.put(p.to_vec()).await?;
+                puts.extend(t.map(|t| ns(t.elapsed())));
+            }
+            for _ in 0..n {
+                let t = timing.then(Instant::now);
+                black_box(q.get().await?);
+                gets.extend(t.map(|t| ns(t.elapsed())));
+            }
+            if let Some(lat) = lat {
+                (lat.put, lat.get) = (puts, gets);
+            }
+            Ok::<_, ringq::Error>(q)
+        })?;
+        self.last = Some((q, path));
+        Ok(())
+    }
+
+    fn after_round(&mut self) -> Res<()> {
+        if let Some((q, path)) = self.last.take() {
+            drop(q);
+            std::fs::remove_file(path)?;
+        }
+        Ok(())
+    }
+}
+
 struct Deque(VecDeque<Vec<u8>>);
 impl System for Deque {
     fn round(&mut self, p: &[u8], n: usize, mut lat: Option<&mut Latencies>) -> Res<()> {
@@ -303,14 +357,17 @@ impl System for Deque {
 fn measure(name: &str, sys: &mut dyn System, size: usize, n: usize) -> Res<Row> {
     let payload = vec![0x5au8; size];
     sys.round(&payload, n, None)?;
+    sys.after_round()?;
     let mut rates = Vec::with_capacity(ROUNDS);
     for _ in 0..ROUNDS {
         let t = Instant::now();
         sys.round(&payload, n, None)?;
         rates.push(n as f64 / t.elapsed().as_secs_f64());
+        sys.after_round()?;
     }
     let mut lat = Latencies::default();
     sys.round(&payload, n, Some(&mut lat))?;
+    sys.after_round()?;
     Ok(Row::new(name, size, median(rates))
         .puts(&mut lat.put)
         .gets(&mut lat.get))
@@ -475,7 +532,7 @@ pub fn run(args: &BenchArgs) -> std::result::Result<(), Box<dyn std::error::Erro
     let mut progress = Progress {
         on: std::io::stderr().is_terminal(),
         step: 0,
-        total: sizes.len() * 4 + concurrency.len() + 2,
+        total: sizes.len() * 5 + concurrency.len() + 2,
     };
     let mut rows = Vec::new();
     for &size in &sizes {
@@ -513,6 +570,20 @@ pub fn run(args: &BenchArgs) -> std::result::Result<(), Box<dyn std::error::Erro
         group.push(measure(
             &name,
             &mut QueueAsync(q, Arc::clone(&rt)),
+            size,
+            n,
+        )?);
+
+        progress.tick(&format!("Queue fresh default, {size} B"));
+        let mut fresh = FreshDefault {
+            dir: dir.to_path_buf(),
+            rt: Arc::clone(&rt),
+            rounds: 0,
+            last: None,
+        };
+        group.push(measure(
+            "ringq Queue<Vec<u8>>, fresh file, default builder",
+            &mut fresh,
             size,
             n,
         )?);

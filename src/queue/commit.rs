@@ -1,11 +1,13 @@
 //! Group commit: callers ask for a commit and wait for its ticket; one flusher thread runs
 //! them, each covering every request made before it started.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
-
-use tokio::sync::watch;
 
 use super::inner::Inner;
 use crate::error::{Error, Result};
@@ -17,7 +19,7 @@ use crate::format::{PAGE, SLOT_OFFSETS};
 pub(super) struct Committer {
     pub(super) requests: Mutex<Requests>,
     pub(super) wake: Condvar,
-    pub(super) status: watch::Sender<Status>,
+    pub(super) status: StatusCell,
 }
 
 #[derive(Default)]
@@ -32,12 +34,114 @@ pub(super) struct Status {
     pub(super) failed: Option<String>,
 }
 
+/// The outcome of commits and the callers waiting on it, keyed by ticket: a commit wakes
+/// exactly the callers it covers, once each (a watch channel woke every waiter on every
+/// commit, and each re-subscribed: with hundreds of `Sync` putters that was CPU-bound).
+#[derive(Default)]
+pub(super) struct StatusCell {
+    inner: Mutex<StatusInner>,
+}
+
+#[derive(Default)]
+struct StatusInner {
+    status: Status,
+    /// Waiting callers: id -> (ticket, waker).
+    waiters: HashMap<u64, (u64, Waker)>,
+    next_id: u64,
+}
+
+impl StatusCell {
+    fn lock(&self) -> std::sync::MutexGuard<'_, StatusInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Updates the status and wakes the callers it settles (all of them on a failure).
+    pub(super) fn send_modify(&self, f: impl FnOnce(&mut Status)) {
+        let mut woken = Vec::new();
+        {
+            let mut g = self.lock();
+            f(&mut g.status);
+            let (done, failed) = (g.status.completed, g.status.failed.is_some());
+            g.waiters.retain(|_, (ticket, waker)| {
+                let settled = failed || *ticket <= done;
+                if settled {
+                    woken.push(waker.clone());
+                }
+                !settled
+            });
+        }
+        // Wake outside the lock: a woken task on another worker may poll at once.
+        for w in woken {
+            w.wake();
+        }
+    }
+}
+
+/// Waits until the commit with `ticket` (or a later one) finished.
+struct WaitFor<'a> {
+    cell: &'a StatusCell,
+    ticket: u64,
+    /// Our entry in the waiter list, once registered.
+    id: Option<u64>,
+    path: &'a Path,
+}
+
+impl Future for WaitFor<'_> {
+    type Output = Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = &mut *self;
+        let mut g = this.cell.lock();
+        if let Some(cause) = &g.status.failed {
+            let cause = cause.clone();
+            if let Some(id) = this.id.take() {
+                g.waiters.remove(&id);
+            }
+            return Poll::Ready(Err(Error::Poisoned {
+                path: this.path.to_path_buf(),
+                cause,
+            }));
+        }
+        if g.status.completed >= this.ticket {
+            if let Some(id) = this.id.take() {
+                g.waiters.remove(&id);
+            }
+            return Poll::Ready(Ok(()));
+        }
+        let id = match this.id {
+            Some(id) => id,
+            None => {
+                g.next_id += 1;
+                let id = g.next_id;
+                this.id = Some(id);
+                id
+            }
+        };
+        match g.waiters.get_mut(&id) {
+            Some((_, w)) if w.will_wake(cx.waker()) => {}
+            Some((_, w)) => w.clone_from(cx.waker()),
+            None => {
+                g.waiters.insert(id, (this.ticket, cx.waker().clone()));
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for WaitFor<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.cell.lock().waiters.remove(&id);
+        }
+    }
+}
+
 impl Committer {
     pub(super) fn new() -> Self {
         Committer {
             requests: Mutex::new(Requests::default()),
             wake: Condvar::new(),
-            status: watch::Sender::new(Status::default()),
+            status: StatusCell::default(),
         }
     }
 
@@ -55,27 +159,13 @@ impl Committer {
     }
 
     pub(super) async fn wait(&self, ticket: u64, path: &Path) -> Result<()> {
-        let mut rx = self.status.subscribe();
-        loop {
-            {
-                let s = rx.borrow_and_update();
-                if let Some(cause) = &s.failed {
-                    return Err(Error::Poisoned {
-                        path: path.to_path_buf(),
-                        cause: cause.clone(),
-                    });
-                }
-                if s.completed >= ticket {
-                    return Ok(());
-                }
-            }
-            if rx.changed().await.is_err() {
-                return Err(Error::Poisoned {
-                    path: path.to_path_buf(),
-                    cause: "the queue closed before the commit".into(),
-                });
-            }
+        WaitFor {
+            cell: &self.status,
+            ticket,
+            id: None,
+            path,
         }
+        .await
     }
 }
 

@@ -121,6 +121,20 @@ impl<S: Storage> RingFile<S> {
         })
     }
 
+    /// A slot with nothing to flush that names `head` and `tail` with the last committed
+    /// reservation and source mark (growth: see `grow.rs`).
+    pub(super) fn growth_plan(&self, head: Pos, tail: Pos) -> CommitPlan {
+        CommitPlan {
+            ranges: Vec::new(),
+            head,
+            tail,
+            seq_limit: self.seq_limit,
+            source_seq: self.committed_source,
+            generation: self.generation,
+            clean: false,
+        }
+    }
+
     /// Step 2, after the plan's ranges are flushed: writes the slot into the page that does
     /// not hold the newest durable slot and returns that page, or `None` when another commit
     /// wrote a slot in between (it flushed this plan's ranges too, and covered everything the

@@ -247,10 +247,15 @@ fn new_epoch() -> u64 {
     u64::from_le_bytes(b).max(1)
 }
 
+/// The largest ring any file can have: the whole file must stay addressable as one slice.
+pub(crate) const MAX_RING: usize = (isize::MAX as usize - DATA_OFFSET) & !(RECORD_ALIGN - 1);
+
+/// A capacity option as a ring size: at least 4 KiB, a multiple of 8, at most [`MAX_RING`]
+/// (a larger value, up to `u64::MAX`, means "as large as the machine allows").
 fn round_capacity(bytes: u64) -> usize {
-    let b = bytes.max(MIN_CAPACITY);
+    let b = bytes.clamp(MIN_CAPACITY, MAX_RING as u64);
     let b = b.div_ceil(RECORD_ALIGN as u64) * RECORD_ALIGN as u64;
-    usize::try_from(b).unwrap_or(usize::MAX & !(RECORD_ALIGN - 1))
+    usize::try_from(b).map_or(MAX_RING, |b| b.min(MAX_RING))
 }
 impl<S: Storage> RingFile<S> {
     fn path_buf(&self) -> std::path::PathBuf {

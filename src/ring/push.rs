@@ -67,7 +67,7 @@ impl<S: Storage> RingFile<S> {
         if self.jump_pending || self.tail.seq >= self.seq_limit {
             return false;
         }
-        if self.used == 0 && self.delivered.is_empty() && fits_before_end(self.cap, 0, size) {
+        if self.used == 0 && self.delivered.is_empty() && size <= self.cap {
             return true;
         }
         place(self.cap, self.head.off, self.tail.off, self.used, size) != Placement::NoRoom
@@ -143,10 +143,17 @@ impl<S: Storage> RingFile<S> {
     /// the ring offset to write at. Never grows while the record fits.
     pub(super) fn reserve(&mut self, size: usize) -> Result<usize> {
         loop {
-            if self.used == 0 && self.delivered.is_empty() && self.tail.off != 0 {
-                // Empty: start over at the front if the record does not fit at the tail.
-                if !fits_before_end(self.cap, self.tail.off, size) {
-                    self.tail.off = 0;
+            if self.used == 0 && self.delivered.is_empty() {
+                // Empty: start over where the record fits: at the front, or, for a record
+                // too long to leave room for a skip record behind it, ending exactly at the
+                // ring's end (so every payload up to `max_payload` fits an empty ring).
+                let at = if fits_before_end(self.cap, 0, size) || size > self.cap {
+                    0
+                } else {
+                    self.cap - size
+                };
+                if at != self.tail.off && !fits_before_end(self.cap, self.tail.off, size) {
+                    self.tail.off = at;
                     self.head = self.tail;
                     self.read = self.tail;
                     // Same sequence number, new offset: write both cells, or recovery could

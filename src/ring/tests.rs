@@ -117,7 +117,11 @@ fn record_needing_more_than_one_doubling() {
     r.push(&item(0, 10)).unwrap();
     r.push(&item(1, 20_000)).unwrap();
     assert!(r.capacity() >= 20_024 + 24);
-    assert_eq!(r.capacity(), 32768);
+    assert_eq!(
+        r.capacity(),
+        65536,
+        "x4 steps below 16 MiB: 4 KiB, 16 KiB, 64 KiB"
+    );
     let mut r = reopen(r, 4096);
     assert_eq!(drain(&mut r), vec![item(0, 10), item(1, 20_000)]);
 }

@@ -5,6 +5,7 @@ mod faults;
 mod golden;
 #[cfg(feature = "kafka")]
 mod kafka;
+mod limits;
 mod lock;
 mod power_model;
 mod queue;

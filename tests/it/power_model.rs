@@ -342,3 +342,136 @@ fn torn_page_never_resyncs_onto_a_stale_growth_copy() {
         panic!("{e}");
     }
 }
+
+/// `Queue` under `Buffered` and `Periodic` over the model, growing from 4 KiB: whatever a
+/// crash leaves is in put order, keeps a gap-free prefix of what is queued, holds every item
+/// the last `sync()` made durable that no later get took, and nothing gotten before it.
+///
+/// Ignored: it fails at seed 1, `Buffered`, step 18, tear Independent/512 (a queued item
+/// lost while a later one survives, and an item queued at the last `sync()` lost), and the
+/// first failure reproduces with a 16 MiB ring that never grows: a recovery finding, not a
+/// growth one (see the speed helper's report). Run with `--ignored`.
+#[test]
+#[ignore = "finding: Buffered queue loses a synced item under a 512 B independent tear"]
+fn power_cut_queue_buffered_and_periodic_grow() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let base = seed();
+    let cases = env_u64("RINGQ_MODEL_CASES", 40) / 4 + 1;
+    let policies = [
+        Durability::Buffered,
+        Durability::Periodic(std::time::Duration::from_millis(1)),
+    ];
+    let (mut images, mut grows) = (0u64, 0u64);
+    for case in 0..cases {
+        let s = base.wrapping_add(case);
+        let mut rng = Rng(s);
+        let policy = policies[case as usize % 2];
+        rt.block_on(async {
+            let q: Queue<(u64, Vec<u8>)> = Queue::builder(format!("memory-{s}.q"))
+                .durability(policy)
+                .initial_capacity(4096)
+                .in_memory(MemStorage::new())
+                .open()
+                .await
+                .unwrap();
+            let mut queued = std::collections::VecDeque::new();
+            // Items queued at the last sync(), less those gotten since.
+            let mut must = std::collections::BTreeSet::new();
+            // Everything gotten before the last sync() is gone for good.
+            let mut gone_below = 0u64;
+            let mut next = 0u64;
+            for step in 0..60 {
+                match rng.below(10) {
+                    0..=5 => {
+                        let data = model::payload(next, model::random_len(&mut rng) * 2);
+                        q.put((next, data.clone())).await.unwrap();
+                        queued.push_back((next, data));
+                        next += 1;
+                    }
+                    6..=8 if !queued.is_empty() => {
+                        let got = q.get().await.unwrap();
+                        assert_eq!(Some(&got), queued.front(), "FIFO order");
+                        queued.pop_front();
+                        must.remove(&got.0);
+                    }
+                    _ => {
+                        q.sync().await.unwrap();
+                        must = queued.iter().map(|(id, _)| *id).collect();
+                        gone_below = queued.front().map_or(next, |(id, _)| *id);
+                    }
+                }
+                if rng.below(3) != 0 {
+                    continue;
+                }
+                let mem = q.memory_snapshot().expect("in-memory queue");
+                for tear in Tear::ALL {
+                    for unit in UNITS {
+                        let image = mem.crash_image(tear, unit, rng.next());
+                        let r = RingFile::open_in(
+                            MemStorage::from_bytes(image),
+                            &RingOptions::default(),
+                        )
+                        .unwrap_or_else(|e| panic!("seed {s} step {step}: reopen failed: {e}"));
+                        let got: Vec<(u64, Vec<u8>)> = r
+                            .records()
+                            .map(|rec| {
+                                <ringq::Bincode as ringq::Codec<(u64, Vec<u8>)>>::decode(
+                                    rec.payload,
+                                )
+                                .expect("decodes")
+                            })
+                            .collect();
+                        let ctx = format!("seed {s} {policy:?} step {step} {tear:?}/{unit}");
+                        for w in got.windows(2) {
+                            assert!(w[1].0 > w[0].0, "{ctx}: reordered or duplicated");
+                        }
+                        // Of what is still queued, a gap-free prefix survives (gotten items
+                        // may come back, or not, around it).
+                        let kept = queued
+                            .iter()
+                            .take_while(|(id, _)| got.iter().any(|g| g.0 == *id))
+                            .count();
+                        let extra: Vec<u64> = queued
+                            .iter()
+                            .skip(kept)
+                            .map(|(id, _)| *id)
+                            .filter(|id| got.iter().any(|g| g.0 == *id))
+                            .collect();
+                        assert!(
+                            extra.is_empty(),
+                            "{ctx}: queued items {extra:?} survived behind a lost one"
+                        );
+                        for (id, data) in &got {
+                            assert!(
+                                *id >= gone_below,
+                                "{ctx}: item {id} durably gotten came back"
+                            );
+                            assert_eq!(
+                                data,
+                                &model::payload(*id, data.len()),
+                                "{ctx}: item {id} payload"
+                            );
+                        }
+                        let ids: std::collections::BTreeSet<u64> =
+                            got.iter().map(|g| g.0).collect();
+                        assert!(
+                            must.is_subset(&ids),
+                            "{ctx}: lost synced items {:?}",
+                            must.difference(&ids).collect::<Vec<_>>()
+                        );
+                        images += 1;
+                    }
+                }
+            }
+            grows += u64::from(q.memory_snapshot().unwrap().live().len() > 8192 + 4096);
+        });
+    }
+    assert!(
+        grows * 2 >= cases,
+        "growth must be exercised: {grows} of {cases} cases grew"
+    );
+    eprintln!("power model, Queue Buffered/Periodic seed {base}: {cases} sequences, {images} crash images, {grows} grew");
+}

@@ -34,7 +34,7 @@ pub(super) struct Inner {
     pub(super) maxsize: usize,
     pub(super) durability: Durability,
     /// Unfinished tasks: +1 per put (under the ring lock, with the push) and per item found at
-    /// open, -1 per `task_done`.
+    /// open, -1 per `task_done` and per record found damaged on delivery (never returned).
     pub(super) tasks: AtomicU64,
     pub(super) all_done: Notify,
     pub(super) committer: Arc<Committer>,
@@ -315,6 +315,7 @@ impl Inner {
     /// Removes the next item under the caller's lock; `None` when the ring had nothing after
     /// all (damaged records were dropped).
     pub(super) fn pop_locked<T, C: Codec<T>>(&self, st: &mut State) -> Result<Option<Result<T>>> {
+        let damaged = st.ring().damaged_count();
         let popped = st.ring_mut().pop_with(|seq, bytes| {
             C::decode(bytes).map_err(|reason| Error::Decode {
                 seq,
@@ -325,13 +326,44 @@ impl Inner {
         if popped.is_some() {
             self.counters.got(1);
         }
+        self.forget_damaged(st, damaged);
         self.bytes_removed(st);
         Ok(popped)
+    }
+
+    /// Records found damaged while delivering are gone: no get returns them, so no
+    /// `task_done` can mark them done, and `join` must not wait for them.
+    fn forget_damaged(&self, st: &State, damaged_before: u64) {
+        let lost = st.ring().damaged_count().saturating_sub(damaged_before);
+        if lost == 0 {
+            return;
+        }
+        let before = self
+            .tasks
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(lost))
+            })
+            .unwrap_or_else(|n| n);
+        if before > 0 && before <= lost {
+            self.all_done.notify_waiters();
+        }
     }
 
     /// Takes up to `n` items under the caller's lock, counting them out. An item that does
     /// not decode is removed (its room and bytes freed) and ends the batch as its error.
     pub(super) fn take_locked<T, C: Codec<T>>(
+        &self,
+        st: &mut State,
+        n: usize,
+        items: &mut Vec<(u64, T)>,
+    ) -> Result<()> {
+        let damaged = st.ring().damaged_count();
+        let r = self.take_each::<T, C>(st, n, items);
+        self.forget_damaged(st, damaged);
+        r
+    }
+
+    fn take_each<T, C: Codec<T>>(
         &self,
         st: &mut State,
         n: usize,

@@ -510,7 +510,8 @@ where
     }
 
     /// Waits until every item put (and every item found in the file at open) has been marked
-    /// done with [`Queue::task_done`].
+    /// done with [`Queue::task_done`]. A record found damaged when it is reached (skipped,
+    /// never returned, counted in [`crate::Stats::damaged`]) counts as done.
     ///
     /// # Cancel safety
     /// Waiting has no effect on the queue; dropping it is always safe.

@@ -2,9 +2,9 @@
 //! the review started from.
 
 use std::io::{Seek, SeekFrom, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ringq::{Queue, Raw};
+use ringq::{Durability, MemStorage, Queue, Raw};
 
 /// Flips one byte inside the first occurrence of `pattern` in the file (through the page
 /// cache the queue's map shares), as bit rot or a stray writer would.
@@ -41,4 +41,44 @@ async fn join_returns_after_a_record_damaged_at_run_time_is_skipped() {
     tokio::time::timeout(Duration::from_secs(5), q.join())
         .await
         .expect("join waited for a record no get can ever return");
+}
+
+/// Time to commit one guarded batch of `n` items under `Sync` (filled and taken beforehand).
+async fn sync_batch_commit(n: usize) -> Duration {
+    let q: Queue<u64> = Queue::builder("batch")
+        .durability(Durability::Sync)
+        .in_memory(MemStorage::new())
+        .open()
+        .await
+        .unwrap();
+    for i in 0..n as u64 {
+        q.put_nowait(i).unwrap();
+    }
+    q.sync().await.unwrap();
+    let batch = q.get_guarded_batch(n).await.unwrap();
+    assert_eq!(batch.len(), n);
+    let t = Instant::now();
+    batch.commit().await.unwrap();
+    let took = t.elapsed();
+    assert_eq!(q.qsize(), 0);
+    took
+}
+
+/// Beginning the durable removal of a batch scanned every item before each one (quadratic,
+/// under the queue's lock): 20,000 items took 7.7 s in a debug build, 4x per doubling.
+#[tokio::test]
+async fn a_sync_batch_commit_costs_linear_time_in_its_size() {
+    let mut small = Vec::new();
+    for _ in 0..3 {
+        small.push(sync_batch_commit(2_000).await);
+    }
+    small.sort();
+    let small = small[1];
+    let big = sync_batch_commit(16_000).await;
+    let ratio = big.as_secs_f64() / small.as_secs_f64().max(1e-6);
+    eprintln!("Sync batch commit: 2,000 items {small:?}, 16,000 {big:?}, ratio {ratio:.1}");
+    assert!(
+        ratio < 20.0,
+        "8x the items took {ratio:.1}x the time (quadratic would be 64x): {small:?}, {big:?}"
+    );
 }

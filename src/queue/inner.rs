@@ -437,13 +437,10 @@ impl Inner {
             seqs: Vec::with_capacity(seqs.len()),
             finished: false,
         };
-        {
-            let mut ring = this.lock()?;
-            for &seq in &seqs {
-                ring.begin_removal(seq)?;
-                pending.seqs.push(seq);
-            }
-        }
+        let (began, r) = this.lock()?.begin_removals(&seqs);
+        // The lock is released: on error, `pending` gives back what began.
+        pending.seqs.extend_from_slice(&seqs[..began]);
+        r?;
         pending.wait().await
     }
 

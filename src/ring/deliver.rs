@@ -178,23 +178,38 @@ impl<S: Storage> RingFile<S> {
     /// space stays reserved. Finish with [`RingFile::finish_removal`] once that commit is
     /// on disk, or give it back with [`RingFile::abort_removal`].
     pub fn begin_removal(&mut self, seq: u64) -> Result<()> {
-        let i = self.delivered_index(seq)?;
-        if self.delivered[i].state != State::Taken {
-            return Err(Error::NotInFlight { seq });
+        self.begin_removals(&[seq]).1
+    }
+
+    /// [`RingFile::begin_removal`] for each of `seqs` in turn, in time linear in the items
+    /// handed out (a batch commit). Returns how many began (a prefix of `seqs`) and the
+    /// error that stopped the rest.
+    pub fn begin_removals(&mut self, seqs: &[u64]) -> (usize, Result<()>) {
+        // The first entry still taken or returned: a removal before it is covered by the head
+        // a slot can name. Only moves forward here (entries only become `Removing`).
+        let mut open = 0;
+        for (n, &seq) in seqs.iter().enumerate() {
+            let i = match self.delivered_index(seq) {
+                Ok(i) if self.delivered[i].state == State::Taken => i,
+                Ok(_) => return (n, Err(Error::NotInFlight { seq })),
+                Err(e) => return (n, Err(e)),
+            };
+            self.delivered[i].state = State::Removing;
+            while self
+                .delivered
+                .get(open)
+                .is_some_and(|d| matches!(d.state, State::Done | State::Removing))
+            {
+                open += 1;
+            }
+            // Behind an item still taken or returned, the slot's head cannot name this
+            // removal: mark the record itself.
+            if open < i {
+                let off = self.delivered[i].off;
+                self.set_done(off, true);
+            }
         }
-        self.delivered[i].state = State::Removing;
-        // Behind an item still taken or returned, the slot's head cannot name this removal:
-        // mark the record itself.
-        let covered = self
-            .delivered
-            .iter()
-            .take(i)
-            .all(|d| matches!(d.state, State::Done | State::Removing));
-        if !covered {
-            let off = self.delivered[i].off;
-            self.set_done(off, true);
-        }
-        Ok(())
+        (seqs.len(), Ok(()))
     }
 
     /// Completes a removal begun with [`RingFile::begin_removal`]: frees its space.

@@ -82,3 +82,37 @@ async fn a_sync_batch_commit_costs_linear_time_in_its_size() {
         "8x the items took {ratio:.1}x the time (quadratic would be 64x): {small:?}, {big:?}"
     );
 }
+
+/// A batch commit dropped after the flusher's commit already named its items removed gives
+/// them back with one commit naming them present again, not one inline commit per item
+/// (each a flush, under the queue's lock) and a scan of every removal behind each one.
+#[tokio::test]
+async fn a_dropped_sync_batch_commit_gives_its_items_back_with_one_commit() {
+    let n = 200;
+    let q: Queue<u64> = Queue::builder("abort")
+        .durability(Durability::Sync)
+        .in_memory(MemStorage::new())
+        .open()
+        .await
+        .unwrap();
+    for i in 0..n as u64 {
+        q.put_nowait(i).unwrap();
+    }
+    q.sync().await.unwrap();
+    let batch = q.get_guarded_batch(n).await.unwrap();
+    let mut commit = tokio_test::task::spawn(batch.commit());
+    assert!(commit.poll().is_pending(), "waits for its commit");
+    q.sync().await.unwrap(); // the flusher's commit names the batch removed
+    let before = q.commit_count();
+    drop(commit);
+    let inline = q.commit_count() - before;
+    assert_eq!(q.qsize(), n, "every item is back");
+    assert!(
+        inline <= 1,
+        "giving back {n} items took {inline} inline commits"
+    );
+    let again = q.get_guarded_batch(n).await.unwrap();
+    assert_eq!(again.items()[0].1, 0, "first in line");
+    again.commit().await.unwrap();
+    assert_eq!(q.qsize(), 0);
+}

@@ -571,14 +571,10 @@ impl Drop for PendingRemoval {
             return;
         };
         let st = &mut *g.0;
-        for &seq in self.seqs.iter().rev() {
-            match st.ring_mut().abort_removal(seq) {
-                // Only a removal that was not in progress is left as it was; after a failed
-                // re-commit the item is back in line all the same (the ring is poisoned).
-                Err(Error::NotInFlight { .. }) => {}
-                Ok(()) | Err(_) => st.out -= 1,
-            }
-        }
+        // Only a removal that was not in progress is left as it was; after a failed
+        // re-commit the items are back in line all the same (the ring is poisoned).
+        let (back, _) = st.ring_mut().abort_removals(&self.seqs);
+        st.out -= back as u64;
         st.wake();
         drop(g);
         // A commit may already name them removed: the next one names them present again.

@@ -34,7 +34,11 @@ async fn join_returns_after_a_record_damaged_at_run_time_is_skipped() {
     corrupt(&path, &[0xAB; 64]);
     assert_eq!(q.get().await.unwrap(), vec![1; 64]);
     q.task_done().unwrap();
-    assert_eq!(q.get().await.unwrap(), vec![3; 64], "the damaged record is skipped");
+    assert_eq!(
+        q.get().await.unwrap(),
+        vec![3; 64],
+        "the damaged record is skipped"
+    );
     q.task_done().unwrap();
     assert_eq!(q.qsize(), 0);
     assert_eq!(q.stats().damaged, 1);

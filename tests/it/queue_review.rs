@@ -120,3 +120,48 @@ async fn a_dropped_sync_batch_commit_gives_its_items_back_with_one_commit() {
     again.commit().await.unwrap();
     assert_eq!(q.qsize(), 0);
 }
+
+/// `put` promises that putters waiting for room are served in the order they started
+/// waiting. A put stopped by the byte limit waits outside the putters' line, so a later
+/// small put is queued first (and a stream of them can starve the big one).
+#[tokio::test]
+async fn a_put_waiting_for_bytes_is_not_overtaken_by_a_later_put() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::<Vec<u8>, Raw>::builder(dir.path().join("q.ringq"))
+        .initial_capacity(4096)
+        .max_bytes(4096)
+        .open()
+        .await
+        .unwrap();
+    let mut filled = 0;
+    while q.put_nowait(vec![1; 400]).is_ok() {
+        filled += 1;
+    }
+    assert!(filled >= 2);
+    let big = tokio::spawn({
+        let q = q.clone();
+        async move { q.put(vec![0xA; 2000]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!big.is_finished(), "the big put waits for bytes");
+    assert_eq!(q.get_nowait().unwrap(), vec![1; 400]); // frees too little for it
+    let small = tokio::spawn({
+        let q = q.clone();
+        async move { q.put(vec![0xB; 100]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Drain; record the order the two waiting puts' items come out in.
+    let mut order = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while order.len() < 2 {
+        assert!(Instant::now() < deadline, "the puts never finished");
+        match q.get_nowait() {
+            Ok(v) if v[0] == 0xA || v[0] == 0xB => order.push(v[0]),
+            Ok(_) => {}
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    big.await.unwrap().unwrap();
+    small.await.unwrap().unwrap();
+    assert_eq!(order, vec![0xA, 0xB], "the later put was served first");
+}

@@ -165,3 +165,47 @@ async fn a_put_waiting_for_bytes_is_not_overtaken_by_a_later_put() {
     small.await.unwrap().unwrap();
     assert_eq!(order, vec![0xA, 0xB], "the later put was served first");
 }
+
+/// Getters granted an item each, one of which turns out damaged when reached: the getter
+/// left without an item must go on waiting, not return `Empty` from `get().await`.
+#[tokio::test]
+async fn a_getter_whose_item_was_found_damaged_keeps_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.ringq");
+    let q = Queue::<Vec<u8>, Raw>::builder(&path).open().await.unwrap();
+    let getters: Vec<_> = (0..3)
+        .map(|_| {
+            let q = q.clone();
+            tokio::spawn(async move { q.get().await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await; // all three wait
+    q.put_nowait(vec![1; 64]).unwrap();
+    q.put_nowait(vec![0xAB; 64]).unwrap();
+    q.put_nowait(vec![3; 64]).unwrap();
+    corrupt(&path, &[0xAB; 64]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut got = Vec::new();
+    let mut waiting = Vec::new();
+    for g in getters {
+        if g.is_finished() {
+            got.push(g.await.unwrap());
+        } else {
+            waiting.push(g);
+        }
+    }
+    assert!(
+        got.iter().all(|r| r.is_ok()),
+        "get().await returned an error: {:?}",
+        got.iter()
+            .filter_map(|r| r.as_ref().err())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(got.len(), 2);
+    assert_eq!(waiting.len(), 1, "one getter still waits for an item");
+    q.put_nowait(vec![4; 64]).unwrap();
+    let last = tokio::time::timeout(Duration::from_secs(5), waiting.pop().unwrap())
+        .await
+        .expect("the waiting getter gets the next item");
+    assert_eq!(last.unwrap().unwrap(), vec![4; 64]);
+}

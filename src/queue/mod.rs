@@ -408,7 +408,9 @@ where
                 g.0.wake();
                 match popped? {
                     Some(r) => return r,
-                    None if g.len() < before => continue, // damaged records were dropped
+                    // Damaged records were dropped (by this pop, or by another since this
+                    // getter was handed an item): wait again.
+                    None if g.len() < before || g.len() == 0 => continue,
                     None => return Err(Error::Empty),
                 }
             }

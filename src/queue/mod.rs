@@ -203,8 +203,8 @@ where
 /// Cheap to clone: every clone is a handle to the same queue, `Send + Sync`, usable from any
 /// task, thread or runtime: no tokio runtime, and no time driver, is needed to open it or to
 /// wait on it (under another executor, the rare system calls that tokio would run on its
-/// blocking pool run on the calling thread). The file's lock is held until the last clone is
-/// dropped.
+/// blocking pool run on the calling thread). The file's lock is held until the last clone,
+/// [`Guard`] and [`GuardBatch`] is dropped.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -393,7 +393,8 @@ where
     /// Removes and returns the next item, waiting while the queue is empty.
     ///
     /// An item that does not decode as `T` is removed and comes back as [`Error::Decode`]
-    /// with its raw bytes: nothing is lost and the queue moves on.
+    /// with its raw bytes: nothing is lost and the queue moves on. It was gotten all the
+    /// same: mark it done with [`Queue::task_done`], or [`Queue::join`] waits for it.
     ///
     /// # Cancel safety
     /// Dropped while waiting for an item, it takes nothing, and an item it was handed passes

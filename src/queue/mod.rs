@@ -411,7 +411,7 @@ where
                     Some(r) => return r,
                     // Damaged records were dropped (by this pop, or by another since this
                     // getter was handed an item): wait again.
-                    None if g.len() < before || g.len() == 0 => continue,
+                    None if g.len() < before || g.is_empty() => continue,
                     None => return Err(Error::Empty),
                 }
             }

@@ -325,50 +325,53 @@ where
 
     async fn put_marked(&self, item: T, upstream_seq: Option<u64>) -> Result<()> {
         let len = C::encoded_len(&item).map_err(Error::Encode)?;
+        let reserved = {
+            let mut g = self.inner.turn(Kind::Put).await?;
+            if g.push_is_cheap(len) {
+                let r = self
+                    .inner
+                    .push_locked::<T, C>(&mut g.0, &item, len, upstream_seq);
+                g.0.wake();
+                r.map(|()| None)
+            } else {
+                // Growth or a commit: hold the place, write on a blocking thread.
+                g.0.pending_puts += 1;
+                Ok(Some(Reserved {
+                    inner: Arc::clone(&self.inner),
+                    held: true,
+                    blocked: false,
+                }))
+            }
+        }?;
+        let Some(mut reserved) = reserved else {
+            return self.inner.durable_ack().await;
+        };
         let mut item = item;
         loop {
-            let reserved = {
-                let mut g = self.inner.turn(Kind::Put).await?;
-                if g.push_is_cheap(len) {
-                    let r = self
-                        .inner
-                        .push_locked::<T, C>(&mut g.0, &item, len, upstream_seq);
-                    g.0.wake();
-                    r.map(|()| None)
-                } else {
-                    // Growth or a commit: hold the place, write on a blocking thread.
-                    g.0.pending_puts += 1;
-                    Ok(Some(Reserved {
-                        inner: Arc::clone(&self.inner),
-                        held: true,
-                    }))
-                }
-            }?;
-            let Some(reserved) = reserved else {
-                return self.inner.durable_ack().await;
-            };
             // Enabled before the push is tried, so a removal after a `Full` cannot be missed.
             let room = self.inner.bytes_freed.notified();
             tokio::pin!(room);
             room.as_mut().enable();
             let inner = Arc::clone(&self.inner);
-            let (r, back) = off_worker("cannot write to", &self.inner.path, move || {
+            let (r, back, res) = off_worker("cannot write to", &self.inner.path, move || {
                 let mut reserved = reserved;
                 let r = inner.push_reserved::<T, C>(&mut reserved, &item, len, upstream_seq);
-                (r, item)
+                (r, item, reserved)
             })
             .await?;
-            item = back;
+            (item, reserved) = (back, res);
             match r {
                 Ok(()) => return self.inner.durable_ack().await,
-                // The byte limit: wait for a removal to free bytes, then queue again.
+                // The byte limit: keep the place (first in line) until a removal frees bytes.
                 Err(Error::Full) => room.await,
                 Err(e) => return Err(e),
             }
         }
     }
 
-    /// Puts an item if there is room now, else fails with [`Error::Full`].
+    /// Puts an item if there is room now, else fails with [`Error::Full`]. No room while
+    /// a [`Queue::put`] waits for it (under `maxsize`, or for bytes under the byte limit):
+    /// waiting putters go first.
     ///
     /// Under [`Durability::Sync`] this does not wait for the commit (it is not async); call
     /// [`Queue::sync`] to wait for durability. A push that must grow the file grows it on

@@ -29,12 +29,12 @@ use crate::storage::Storage;
 pub(super) struct Inner {
     pub(super) state: Mutex<State>,
     /// Woken when a removal frees bytes, for putters stopped by the byte limit (only when
-    /// `State::byte_waiters` says one may wait: no cost otherwise).
+    /// `State::bytes_blocked` says one waits: no cost otherwise).
     pub(super) bytes_freed: Notify,
     pub(super) maxsize: usize,
     pub(super) durability: Durability,
     /// Unfinished tasks: +1 per put (under the ring lock, with the push) and per item found at
-    /// open, -1 per `task_done`.
+    /// open, -1 per `task_done` and per record found damaged on delivery (never returned).
     pub(super) tasks: AtomicU64,
     pub(super) all_done: Notify,
     pub(super) committer: Arc<Committer>,
@@ -57,8 +57,9 @@ pub(super) struct State {
     pub(super) maxsize: usize,
     pub(super) getters: WaitList,
     pub(super) putters: WaitList,
-    /// A putter found the byte limit reached and waits on `bytes_freed`.
-    pub(super) byte_waiters: bool,
+    /// Putters that hold their place and wait on `bytes_freed` (the byte limit): while any
+    /// does, newcomers queue behind it (FIFO).
+    pub(super) bytes_blocked: u64,
 }
 
 /// Which wait list, and which count, a caller waits on.
@@ -108,7 +109,8 @@ impl State {
             Kind::Get => &self.getters,
             Kind::Put => &self.putters,
         };
-        !list.has_ungranted() && self.free(kind) > 0
+        let blocked = matches!(kind, Kind::Put) && self.bytes_blocked > 0;
+        !blocked && !list.has_ungranted() && self.free(kind) > 0
     }
 
     /// Hands what is free to the waiters, oldest first. Called after every change.
@@ -116,7 +118,7 @@ impl State {
         while self.getters.has_ungranted() && self.free(Kind::Get) > 0 {
             self.getters.grant_next();
         }
-        while self.putters.has_ungranted() && self.free(Kind::Put) > 0 {
+        while self.bytes_blocked == 0 && self.putters.has_ungranted() && self.free(Kind::Put) > 0 {
             self.putters.grant_next();
         }
     }
@@ -160,7 +162,7 @@ impl Inner {
                 maxsize,
                 getters: WaitList::default(),
                 putters: WaitList::default(),
-                byte_waiters: false,
+                bytes_blocked: 0,
             }),
             bytes_freed: Notify::new(),
             maxsize,
@@ -277,8 +279,9 @@ impl Inner {
 
     /// The whole of a put that was given room and runs off the async worker (growth): the
     /// push, the task count and the wake-ups in one critical section, whatever happens to the
-    /// future that started it. `Full` (the byte limit) registers the caller as a byte waiter;
-    /// an item that does not fit even into the empty ring at its largest is `TooLarge`.
+    /// future that started it. `Full` (the byte limit) keeps the caller's place and counts it
+    /// blocked (newcomers queue behind it) until it retries; an item that does not fit even
+    /// into the empty ring at its largest is `TooLarge`.
     pub(super) fn push_reserved<T, C: Codec<T>>(
         &self,
         reserved: &mut Reserved,
@@ -287,27 +290,29 @@ impl Inner {
         upstream_seq: Option<u64>,
     ) -> Result<()> {
         let mut g = self.lock()?;
-        reserved.release(&mut g.0);
-        let r = self.push_locked::<T, C>(&mut g.0, item, len, upstream_seq);
+        let mut r = self.push_locked::<T, C>(&mut g.0, item, len, upstream_seq);
         if let Err(Error::Full) = r {
             let ring = g.0.ring();
-            if ring.bytes_used() == 0 {
-                return Err(Error::TooLarge {
-                    size: len as u64,
-                    limit: ring.max_payload(),
-                    path: ring.storage().path().map(Path::to_path_buf),
-                });
+            if ring.bytes_used() > 0 {
+                if !std::mem::replace(&mut reserved.blocked, true) {
+                    g.0.bytes_blocked += 1;
+                }
+                return r;
             }
-            g.0.byte_waiters = true;
+            r = Err(Error::TooLarge {
+                size: len as u64,
+                limit: ring.max_payload(),
+                path: ring.storage().path().map(Path::to_path_buf),
+            });
         }
+        reserved.release(&mut g.0);
         g.0.wake();
         r
     }
 
     /// After anything that frees ring bytes: wakes putters stopped by the byte limit.
     pub(super) fn bytes_removed(&self, st: &mut State) {
-        if st.byte_waiters {
-            st.byte_waiters = false;
+        if st.bytes_blocked > 0 {
             self.bytes_freed.notify_waiters();
         }
     }
@@ -315,6 +320,7 @@ impl Inner {
     /// Removes the next item under the caller's lock; `None` when the ring had nothing after
     /// all (damaged records were dropped).
     pub(super) fn pop_locked<T, C: Codec<T>>(&self, st: &mut State) -> Result<Option<Result<T>>> {
+        let damaged = st.ring().damaged_count();
         let popped = st.ring_mut().pop_with(|seq, bytes| {
             C::decode(bytes).map_err(|reason| Error::Decode {
                 seq,
@@ -325,13 +331,44 @@ impl Inner {
         if popped.is_some() {
             self.counters.got(1);
         }
+        self.forget_damaged(st, damaged);
         self.bytes_removed(st);
         Ok(popped)
+    }
+
+    /// Records found damaged while delivering are gone: no get returns them, so no
+    /// `task_done` can mark them done, and `join` must not wait for them.
+    fn forget_damaged(&self, st: &State, damaged_before: u64) {
+        let lost = st.ring().damaged_count().saturating_sub(damaged_before);
+        if lost == 0 {
+            return;
+        }
+        let before = self
+            .tasks
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(lost))
+            })
+            .unwrap_or_else(|n| n);
+        if before > 0 && before <= lost {
+            self.all_done.notify_waiters();
+        }
     }
 
     /// Takes up to `n` items under the caller's lock, counting them out. An item that does
     /// not decode is removed (its room and bytes freed) and ends the batch as its error.
     pub(super) fn take_locked<T, C: Codec<T>>(
+        &self,
+        st: &mut State,
+        n: usize,
+        items: &mut Vec<(u64, T)>,
+    ) -> Result<()> {
+        let damaged = st.ring().damaged_count();
+        let r = self.take_each::<T, C>(st, n, items);
+        self.forget_damaged(st, damaged);
+        r
+    }
+
+    fn take_each<T, C: Codec<T>>(
         &self,
         st: &mut State,
         n: usize,
@@ -405,13 +442,10 @@ impl Inner {
             seqs: Vec::with_capacity(seqs.len()),
             finished: false,
         };
-        {
-            let mut ring = this.lock()?;
-            for &seq in &seqs {
-                ring.begin_removal(seq)?;
-                pending.seqs.push(seq);
-            }
-        }
+        let (began, r) = this.lock()?.begin_removals(&seqs);
+        // The lock is released: on error, `pending` gives back what began.
+        pending.seqs.extend_from_slice(&seqs[..began]);
+        r?;
         pending.wait().await
     }
 
@@ -477,11 +511,14 @@ impl Drop for Inner {
     }
 }
 
-/// A place under maxsize held for a put that writes on another thread. Released with the
-/// push, in its critical section; dropped unused (the thread never ran), it gives it back.
+/// A place under maxsize held for a put that writes on another thread (and, `blocked`, its
+/// place at the head of the putters while it waits for bytes). Released with the push, in its
+/// critical section; dropped unused (the thread never ran, or the wait for bytes was
+/// cancelled), it gives both back.
 pub(super) struct Reserved {
     pub(super) inner: Arc<Inner>,
     pub(super) held: bool,
+    pub(super) blocked: bool,
 }
 
 impl Reserved {
@@ -489,15 +526,18 @@ impl Reserved {
         if std::mem::take(&mut self.held) {
             st.pending_puts -= 1;
         }
+        if std::mem::take(&mut self.blocked) {
+            st.bytes_blocked -= 1;
+        }
     }
 }
 
 impl Drop for Reserved {
     fn drop(&mut self) {
-        if std::mem::take(&mut self.held) {
+        if self.held || self.blocked {
             let inner = Arc::clone(&self.inner);
             let mut st = inner.lock_state();
-            st.pending_puts -= 1;
+            self.release(&mut st);
             if st.ring.is_some() {
                 st.wake();
             }
@@ -542,14 +582,10 @@ impl Drop for PendingRemoval {
             return;
         };
         let st = &mut *g.0;
-        for &seq in self.seqs.iter().rev() {
-            match st.ring_mut().abort_removal(seq) {
-                // Only a removal that was not in progress is left as it was; after a failed
-                // re-commit the item is back in line all the same (the ring is poisoned).
-                Err(Error::NotInFlight { .. }) => {}
-                Ok(()) | Err(_) => st.out -= 1,
-            }
-        }
+        // Only a removal that was not in progress is left as it was; after a failed
+        // re-commit the items are back in line all the same (the ring is poisoned).
+        let (back, _) = st.ring_mut().abort_removals(&self.seqs);
+        st.out -= back as u64;
         st.wake();
         drop(g);
         // A commit may already name them removed: the next one names them present again.

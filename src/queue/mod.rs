@@ -203,8 +203,8 @@ where
 /// Cheap to clone: every clone is a handle to the same queue, `Send + Sync`, usable from any
 /// task, thread or runtime: no tokio runtime, and no time driver, is needed to open it or to
 /// wait on it (under another executor, the rare system calls that tokio would run on its
-/// blocking pool run on the calling thread). The file's lock is held until the last clone is
-/// dropped.
+/// blocking pool run on the calling thread). The file's lock is held until the last clone,
+/// [`Guard`] and [`GuardBatch`] is dropped.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -325,50 +325,53 @@ where
 
     async fn put_marked(&self, item: T, upstream_seq: Option<u64>) -> Result<()> {
         let len = C::encoded_len(&item).map_err(Error::Encode)?;
+        let reserved = {
+            let mut g = self.inner.turn(Kind::Put).await?;
+            if g.push_is_cheap(len) {
+                let r = self
+                    .inner
+                    .push_locked::<T, C>(&mut g.0, &item, len, upstream_seq);
+                g.0.wake();
+                r.map(|()| None)
+            } else {
+                // Growth or a commit: hold the place, write on a blocking thread.
+                g.0.pending_puts += 1;
+                Ok(Some(Reserved {
+                    inner: Arc::clone(&self.inner),
+                    held: true,
+                    blocked: false,
+                }))
+            }
+        }?;
+        let Some(mut reserved) = reserved else {
+            return self.inner.durable_ack().await;
+        };
         let mut item = item;
         loop {
-            let reserved = {
-                let mut g = self.inner.turn(Kind::Put).await?;
-                if g.push_is_cheap(len) {
-                    let r = self
-                        .inner
-                        .push_locked::<T, C>(&mut g.0, &item, len, upstream_seq);
-                    g.0.wake();
-                    r.map(|()| None)
-                } else {
-                    // Growth or a commit: hold the place, write on a blocking thread.
-                    g.0.pending_puts += 1;
-                    Ok(Some(Reserved {
-                        inner: Arc::clone(&self.inner),
-                        held: true,
-                    }))
-                }
-            }?;
-            let Some(reserved) = reserved else {
-                return self.inner.durable_ack().await;
-            };
             // Enabled before the push is tried, so a removal after a `Full` cannot be missed.
             let room = self.inner.bytes_freed.notified();
             tokio::pin!(room);
             room.as_mut().enable();
             let inner = Arc::clone(&self.inner);
-            let (r, back) = off_worker("cannot write to", &self.inner.path, move || {
+            let (r, back, res) = off_worker("cannot write to", &self.inner.path, move || {
                 let mut reserved = reserved;
                 let r = inner.push_reserved::<T, C>(&mut reserved, &item, len, upstream_seq);
-                (r, item)
+                (r, item, reserved)
             })
             .await?;
-            item = back;
+            (item, reserved) = (back, res);
             match r {
                 Ok(()) => return self.inner.durable_ack().await,
-                // The byte limit: wait for a removal to free bytes, then queue again.
+                // The byte limit: keep the place (first in line) until a removal frees bytes.
                 Err(Error::Full) => room.await,
                 Err(e) => return Err(e),
             }
         }
     }
 
-    /// Puts an item if there is room now, else fails with [`Error::Full`].
+    /// Puts an item if there is room now, else fails with [`Error::Full`]. No room while
+    /// a [`Queue::put`] waits for it (under `maxsize`, or for bytes under the byte limit):
+    /// waiting putters go first.
     ///
     /// Under [`Durability::Sync`] this does not wait for the commit (it is not async); call
     /// [`Queue::sync`] to wait for durability. A push that must grow the file grows it on
@@ -393,7 +396,8 @@ where
     /// Removes and returns the next item, waiting while the queue is empty.
     ///
     /// An item that does not decode as `T` is removed and comes back as [`Error::Decode`]
-    /// with its raw bytes: nothing is lost and the queue moves on.
+    /// with its raw bytes: nothing is lost and the queue moves on. It was gotten all the
+    /// same: mark it done with [`Queue::task_done`], or [`Queue::join`] waits for it.
     ///
     /// # Cancel safety
     /// Dropped while waiting for an item, it takes nothing, and an item it was handed passes
@@ -408,7 +412,9 @@ where
                 g.0.wake();
                 match popped? {
                     Some(r) => return r,
-                    None if g.len() < before => continue, // damaged records were dropped
+                    // Damaged records were dropped (by this pop, or by another since this
+                    // getter was handed an item): wait again.
+                    None if g.len() < before || g.is_empty() => continue,
                     None => return Err(Error::Empty),
                 }
             }
@@ -510,7 +516,8 @@ where
     }
 
     /// Waits until every item put (and every item found in the file at open) has been marked
-    /// done with [`Queue::task_done`].
+    /// done with [`Queue::task_done`]. A record found damaged when it is reached (skipped,
+    /// never returned, counted in [`crate::Stats::damaged`]) counts as done.
     ///
     /// # Cancel safety
     /// Waiting has no effect on the queue; dropping it is always safe.

@@ -178,23 +178,38 @@ impl<S: Storage> RingFile<S> {
     /// space stays reserved. Finish with [`RingFile::finish_removal`] once that commit is
     /// on disk, or give it back with [`RingFile::abort_removal`].
     pub fn begin_removal(&mut self, seq: u64) -> Result<()> {
-        let i = self.delivered_index(seq)?;
-        if self.delivered[i].state != State::Taken {
-            return Err(Error::NotInFlight { seq });
+        self.begin_removals(&[seq]).1
+    }
+
+    /// [`RingFile::begin_removal`] for each of `seqs` in turn, in time linear in the items
+    /// handed out (a batch commit). Returns how many began (a prefix of `seqs`) and the
+    /// error that stopped the rest.
+    pub fn begin_removals(&mut self, seqs: &[u64]) -> (usize, Result<()>) {
+        // The first entry still taken or returned: a removal before it is covered by the head
+        // a slot can name. Only moves forward here (entries only become `Removing`).
+        let mut open = 0;
+        for (n, &seq) in seqs.iter().enumerate() {
+            let i = match self.delivered_index(seq) {
+                Ok(i) if self.delivered[i].state == State::Taken => i,
+                Ok(_) => return (n, Err(Error::NotInFlight { seq })),
+                Err(e) => return (n, Err(e)),
+            };
+            self.delivered[i].state = State::Removing;
+            while self
+                .delivered
+                .get(open)
+                .is_some_and(|d| matches!(d.state, State::Done | State::Removing))
+            {
+                open += 1;
+            }
+            // Behind an item still taken or returned, the slot's head cannot name this
+            // removal: mark the record itself.
+            if open < i {
+                let off = self.delivered[i].off;
+                self.set_done(off, true);
+            }
         }
-        self.delivered[i].state = State::Removing;
-        // Behind an item still taken or returned, the slot's head cannot name this removal:
-        // mark the record itself.
-        let covered = self
-            .delivered
-            .iter()
-            .take(i)
-            .all(|d| matches!(d.state, State::Done | State::Removing));
-        if !covered {
-            let off = self.delivered[i].off;
-            self.set_done(off, true);
-        }
-        Ok(())
+        (seqs.len(), Ok(()))
     }
 
     /// Completes a removal begun with [`RingFile::begin_removal`]: frees its space.
@@ -215,20 +230,46 @@ impl<S: Storage> RingFile<S> {
     /// that commit fails the item is back in line all the same and the error is the
     /// commit's (only [`Error::NotInFlight`] means nothing changed).
     pub fn abort_removal(&mut self, seq: u64) -> Result<()> {
-        let i = self.delivered_index(seq)?;
-        if self.delivered[i].state != State::Removing {
-            return Err(Error::NotInFlight { seq });
+        self.abort_removals(&[seq]).1
+    }
+
+    /// [`RingFile::abort_removal`] for each of `seqs`, with one pass over the removals
+    /// behind them and at most one commit (a whole batch given back). Returns how many went
+    /// back in line (all but those [`Error::NotInFlight`]) and the first error.
+    pub fn abort_removals(&mut self, seqs: &[u64]) -> (usize, Result<()>) {
+        let mut back = 0;
+        let mut lowest: Option<(usize, u64)> = None;
+        let mut err = Ok(());
+        for &seq in seqs {
+            let i = match self.delivered_index(seq) {
+                Ok(i) if self.delivered[i].state == State::Removing => i,
+                Ok(_) => {
+                    err = err.and(Err(Error::NotInFlight { seq }));
+                    continue;
+                }
+                Err(e) => {
+                    err = err.and(Err(e));
+                    continue;
+                }
+            };
+            let off = self.delivered[i].off;
+            self.delivered[i].state = State::Returned;
+            self.returned.insert(seq);
+            self.queued += 1;
+            self.set_done(off, false);
+            back += 1;
+            if lowest.is_none_or(|(l, _)| i < l) {
+                lowest = Some((i, seq));
+            }
         }
-        let off = self.delivered[i].off;
-        self.delivered[i].state = State::Returned;
-        self.returned.insert(seq);
-        self.queued += 1;
-        self.set_done(off, false);
+        let Some((first, seq)) = lowest else {
+            return (0, err);
+        };
         // Removals behind it are no longer covered by the head a slot can name: mark them.
         let behind: Vec<usize> = self
             .delivered
             .iter()
-            .skip(i + 1)
+            .skip(first + 1)
             .filter(|d| d.state == State::Removing)
             .map(|d| d.off)
             .collect();
@@ -236,10 +277,13 @@ impl<S: Storage> RingFile<S> {
             self.set_done(off, true);
         }
         if self.committed_head.seq > seq {
-            // A slot already names it removed: name it present again before anything else.
-            self.commit()?;
+            // A slot already names it removed: name it present again before anything else
+            // (one commit covers every item given back, all at or after it).
+            if let Err(e) = self.commit() {
+                return (back, Err(e));
+            }
         }
-        Ok(())
+        (back, err)
     }
 
     /// The head a commit may name: past every leading entry that is removed or being

@@ -11,6 +11,7 @@ mod power_model;
 mod queue;
 mod queue_accounting;
 mod queue_model;
+mod queue_review;
 mod recovery;
 mod recovery_cost;
 #[cfg(feature = "nats")]

@@ -355,8 +355,8 @@ fn power_cut_queue_buffered_and_periodic_grow() {
 
 /// Found by the Buffered/Periodic queue model (`RINGQ_MODEL_SEED=3`, its case seed 13,
 /// `Buffered`, step 32, tear SuffixKept/8, no garbage): a gap in the uncommitted tail.
-/// Slot: committed [0, 6), capacity 16384; items 0..5 gotten since (their space reused),
-/// 6..12 at ring offsets 7944..11408, a skip record, 13 at 0, 14..20 at 7080..8100. The
+/// Slot: committed [0, 6), capacity 16384; items 0..7 gotten since (their space reused),
+/// 7..12 at ring offsets 8336..11408, a skip record, 13 at 0, 14..20 at 7080..8100. The
 /// first dirty units in file order reverted: record 4 (1520..7872) has its end overwritten
 /// by 15..20 and fails; `resync_checked` scans on from 1528, finds only records past the
 /// committed range, and keeps the first in scan order, 15 at 7176, over 7 at 8336 with

@@ -539,8 +539,9 @@ fn lost_records(numbers: u64, bytes: usize) -> u64 {
 /// committed records that lie intact further on. It is taken only when no committed one is
 /// found in the whole budget.
 ///
-/// Sequence numbers are checked before any CRC, and once a last-choice record is held no
-/// other last-choice record is checksummed, so each candidate costs its CRC at most once.
+/// Of the last-choice records it keeps the lowest number (the uncommitted tail is gap-free).
+/// Sequence numbers are checked before any CRC, and once a last-choice record is held only a
+/// lower-numbered one is checksummed, so each candidate costs its CRC at most once.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn resync_checked(
     ring: &[u8],
@@ -577,14 +578,18 @@ pub(crate) fn resync_checked(
     let mut dist = RECORD_ALIGN;
     while dist < budget {
         let off = (from + dist) % cap;
-        let holding = fallback.is_some();
-        let worth = |h: &format::Header| acceptable(h) && (!holding || first_choice(h.seq));
+        // Past the committed range only the lowest number can start a gap-free tail: a
+        // later one in scan order would skip uncommitted records that lie intact.
+        let held = fallback.map(|(p, _): (Pos, usize)| p.seq);
+        let worth = |h: &format::Header| {
+            acceptable(h) && (first_choice(h.seq) || held.is_none_or(|s| h.seq < s))
+        };
         if let Some(f) = chk.frame(ring, off, Some(epoch), worth) {
             let found = (Pos { off, seq: f.seq }, dist);
             if first_choice(f.seq) {
                 return Some(found);
             }
-            fallback.get_or_insert(found);
+            fallback = Some(found);
         }
         dist += RECORD_ALIGN;
     }

@@ -47,9 +47,9 @@ async fn join_returns_after_a_record_damaged_at_run_time_is_skipped() {
         .expect("join waited for a record no get can ever return");
 }
 
-/// Time to commit one guarded batch of `n` items under `Sync` (filled and taken beforehand).
-async fn sync_batch_commit(n: usize) -> Duration {
-    let q: Queue<u64> = Queue::builder("batch")
+/// An in-memory `Sync` queue holding items `0..n`, durably.
+async fn sync_queue_holding(name: &str, n: usize) -> Queue<u64> {
+    let q: Queue<u64> = Queue::builder(name)
         .durability(Durability::Sync)
         .in_memory(MemStorage::new())
         .open()
@@ -59,6 +59,12 @@ async fn sync_batch_commit(n: usize) -> Duration {
         q.put_nowait(i).unwrap();
     }
     q.sync().await.unwrap();
+    q
+}
+
+/// Time to commit one guarded batch of `n` items under `Sync` (filled and taken beforehand).
+async fn sync_batch_commit(n: usize) -> Duration {
+    let q = sync_queue_holding("batch", n).await;
     let batch = q.get_guarded_batch(n).await.unwrap();
     assert_eq!(batch.len(), n);
     let t = Instant::now();
@@ -93,16 +99,7 @@ async fn a_sync_batch_commit_costs_linear_time_in_its_size() {
 #[tokio::test]
 async fn a_dropped_sync_batch_commit_gives_its_items_back_with_one_commit() {
     let n = 200;
-    let q: Queue<u64> = Queue::builder("abort")
-        .durability(Durability::Sync)
-        .in_memory(MemStorage::new())
-        .open()
-        .await
-        .unwrap();
-    for i in 0..n as u64 {
-        q.put_nowait(i).unwrap();
-    }
-    q.sync().await.unwrap();
+    let q = sync_queue_holding("abort", n).await;
     let batch = q.get_guarded_batch(n).await.unwrap();
     let mut commit = tokio_test::task::spawn(batch.commit());
     assert!(commit.poll().is_pending(), "waits for its commit");
